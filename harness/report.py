@@ -1,0 +1,104 @@
+"""Findings turned into something a person reads: mismatches grouped into VA
+ranges, expected against actual, and the commands that reproduce the case and
+reopen it in gdb."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .checks import CHECKS, Finding, Verdict
+
+LEVEL_UNITS = {"pte": "PTE", "pmd": "PMD entry", "pgd": "PGD entry", None: "item"}
+
+
+@dataclass
+class Group:
+    check: str
+    rule: str
+    level: str | None
+    expected: str
+    actual: str
+    va: int | None
+    end: int | None          # exclusive
+    count: int
+    first: Finding
+    details: list[str] = field(default_factory=list)
+
+    def va_text(self) -> str:
+        if self.va is None:
+            return "-"
+        if self.end is None or self.end <= self.va + 1:
+            return f"{self.va:08x}"
+        return f"{self.va:08x}-{self.end - 1:08x}"
+
+    def line(self) -> str:
+        unit = LEVEL_UNITS.get(self.level, self.level or "item")
+        n = f"{self.count} {unit}{'s' if self.count != 1 else ''}"
+        head = f"{self.va_text()}, {n}" if self.va is not None else n
+        return f"{head}: expected {self.expected}, got {self.actual}"
+
+    def sample(self) -> str:
+        f = self.first
+        bits = []
+        if f.entry_addr is not None:
+            bits.append(f"entry at pa {f.entry_addr:#x}")
+        if f.expected_value is not None or f.actual_value is not None:
+            e = f"{f.expected_value:#x}" if f.expected_value is not None else "-"
+            a = f"{f.actual_value:#x}" if f.actual_value is not None else "-"
+            bits.append(f"expected {e}, actual {a}")
+        if f.detail:
+            bits.append(f.detail)
+        return "; ".join(bits)
+
+
+def group(findings: list[Finding]) -> list[Group]:
+    """Merge findings that say the same thing about adjacent VAs."""
+    def key(f: Finding):
+        return (CHECKS.index(f.check) if f.check in CHECKS else 99, f.rule, f.level or "",
+                f.expected, f.actual, f.va if f.va is not None else -1)
+
+    groups: list[Group] = []
+    for f in sorted(findings, key=key):
+        g = groups[-1] if groups else None
+        if (g is not None and g.check == f.check and g.rule == f.rule and g.level == f.level
+                and g.expected == f.expected and g.actual == f.actual and f.va is not None
+                and g.end is not None and f.va == g.end):
+            g.end = f.va + max(f.span, 1)
+            g.count += 1
+            continue
+        end = f.va + max(f.span, 1) if f.va is not None else None
+        groups.append(Group(f.check, f.rule, f.level, f.expected, f.actual, f.va, end, 1, f))
+    return groups
+
+
+def render(title: str, verdict: Verdict, *, reproduce: str = "", debug: str = "",
+           artifacts: str = "", serial_tail: str = "", max_groups: int = 12) -> str:
+    lines = [title]
+    groups = group(verdict.findings)
+    for check in CHECKS:
+        if check in verdict.skipped:
+            lines.append(f"  {check:<11} skipped: {verdict.skipped[check]}")
+            continue
+        if check not in verdict.ran:
+            continue
+        mine = [g for g in groups if g.check == check]
+        if not mine:
+            lines.append(f"  {check:<11} ok")
+            continue
+        lines.append(f"  {check:<11} FAILED: {len(mine)} range(s)")
+        for g in mine[:max_groups]:
+            lines.append(f"    [{g.rule}] {g.line()}")
+            s = g.sample()
+            if s:
+                lines.append(f"        {s}")
+        if len(mine) > max_groups:
+            lines.append(f"    ... {len(mine) - max_groups} more (see report.txt in the artifacts)")
+    if serial_tail and not verdict.ok:
+        lines.append("  guest log (tail):")
+        lines += [f"    | {ln}" for ln in serial_tail.rstrip().splitlines()[-8:]]
+    if artifacts:
+        lines.append(f"  artifacts: {artifacts}")
+    if reproduce:
+        lines.append(f"  reproduce: {reproduce}")
+    if debug:
+        lines.append(f"  debug:     {debug}")
+    return "\n".join(lines)

@@ -1,0 +1,192 @@
+"""The scenario matrix: one declarative table, every case a stable id.
+
+A scenario names the guest build (PAE or not), the CPU QEMU emulates, the
+memory size and the guest command line, and what must come out of the boot.
+Ids work on the command line (`ptharness check --scenario ID`) and with
+`pytest -k`.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+MiB = 1 << 20
+GiB = 1 << 30
+
+# What a boot of the patched guest must end in.
+PASS = "pass"                # all checks pass, guest exits through the pass code
+UNSUPPORTED = "unsupported"  # PAE build on a CPU without PAE: refused before paging_init
+EXCEPTION = "exception"      # a deliberate fault after paging_init: exception code, report
+
+VARIANTS = ("patched", "prepatch")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    id: str
+    pae: bool                       # the guest build
+    pse: bool = True                # QEMU -cpu flags
+    pge: bool = True
+    nx: bool = True
+    cpu_pae: bool | None = None     # None: same as the build
+    memory: int = 128 * MiB
+    cmdline: tuple[str, ...] = ()
+    pv: str = "native"
+    expect: str = PASS
+    sets: frozenset[str] = field(default=frozenset({"full"}))
+
+    # -- derived ---------------------------------------------------------------
+    @property
+    def cpu_flags(self) -> dict[str, bool]:
+        return {"pse": self.pse, "pge": self.pge,
+                "pae": self.pae if self.cpu_pae is None else self.cpu_pae, "nx": self.nx}
+
+    @property
+    def memory_arg(self) -> str:
+        return f"{self.memory // GiB}G" if self.memory % GiB == 0 else f"{self.memory // MiB}M"
+
+    @property
+    def append(self) -> str:
+        return " ".join((f"pv={self.pv}",) + self.cmdline)
+
+    def knob(self, name: str) -> str | None:
+        for word in self.cmdline:
+            key, _, value = word.partition("=")
+            if key == name:
+                return value
+        return None
+
+    @property
+    def reservetop(self) -> int:
+        v = self.knob("reservetop")
+        return parse_size(v) if v else 0
+
+    @property
+    def mem_limit(self) -> int | None:
+        v = self.knob("mem")
+        return parse_size(v) if v else None
+
+    @property
+    def noexec_off(self) -> bool:
+        return self.knob("noexec") == "off"
+
+    @property
+    def nx_active(self) -> bool:
+        """NX is used by the kernel: PAE build, CPU with NX, not noexec=off."""
+        return self.pae and self.nx and not self.noexec_off
+
+    def guest_variant(self, variant: str = "patched") -> str:
+        return f"{'pae' if self.pae else 'nopae'}-{variant}"
+
+    def prepatch_bugs(self) -> tuple[str, ...]:
+        """Where the pre-patch code must differ from the patched one in this
+        scenario, by the letters of kernel-facts.md section 6."""
+        if self.expect != PASS:
+            return ()
+        bugs = []
+        if self.pae and self.nx_active and not self.pse:
+            bugs.append("A")  # stale `address`: NX lost above __init_end
+        if self.reservetop:
+            bugs.append("B")  # range init runs to the wrap, past FIXADDR_TOP
+        return tuple(bugs)
+
+
+def parse_size(text: str) -> int:
+    """Linux memparse: a number with an optional K/M/G suffix."""
+    units = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
+    t = text.strip().lower()
+    mult = units.get(t[-1:], 1)
+    digits = t[:-1] if t[-1:] in units else t
+    return int(digits, 0) * mult
+
+
+def _id(pae: bool, pse: bool, pge: bool, nx: bool, memory: int, extra: str = "") -> str:
+    parts = ["pae" if pae else "nopae", "pse" if pse else "nopse", "pge" if pge else "nopge"]
+    if pae:
+        parts.append("nx" if nx else "nonx")
+    mem = f"{memory // GiB}G" if memory % GiB == 0 else f"{memory // MiB}M"
+    parts.append(mem)
+    if extra:
+        parts.append(extra)
+    return "-".join(parts)
+
+
+def _native(pae: bool, pse: bool, pge: bool, nx: bool, memory: int, *, cmdline=(), extra="",
+            quick=False) -> Scenario:
+    return Scenario(id=_id(pae, pse, pge, nx, memory, extra), pae=pae, pse=pse, pge=pge,
+                    nx=nx if pae else False, memory=memory, cmdline=tuple(cmdline),
+                    sets=frozenset({"quick", "full"} if quick else {"full"}))
+
+
+def _build() -> dict[str, Scenario]:
+    out: list[Scenario] = []
+    sizes = (16 * MiB, 128 * MiB, 896 * MiB, 1 * GiB, 3 * GiB)
+    # The full cross product of CPU features and memory sizes, both builds.
+    for memory in sizes:
+        for pse in (True, False):
+            for pge in (True, False):
+                out.append(_native(False, pse, pge, False, memory,
+                                   quick=(memory == 128 * MiB)))
+                for nx in (True, False):
+                    quick = ((memory == 128 * MiB and pge)
+                             or (memory == 896 * MiB and pge and nx and not pse))
+                    out.append(_native(True, pse, pge, nx, memory, quick=quick))
+    # Memory sizes beyond the quick core, one line each in the quick set.
+    quick_extra = {
+        _id(False, False, True, False, 16 * MiB), _id(False, True, True, False, 896 * MiB),
+        _id(False, False, True, False, 1 * GiB), _id(False, True, False, False, 3 * GiB),
+        _id(True, True, True, True, 16 * MiB), _id(True, True, True, True, 1 * GiB),
+        _id(True, False, False, True, 3 * GiB),
+    }
+    out = [s if s.id not in quick_extra else
+           Scenario(**{**s.__dict__, "sets": frozenset({"quick", "full"})}) for s in out]
+    # Command-line knobs.
+    for pae in (False, True):
+        for pse in (True, False):
+            out.append(_native(pae, pse, True, pae, 128 * MiB, cmdline=("reservetop=64M",),
+                               extra="reservetop64M", quick=True))
+        out.append(_native(pae, False, True, pae, 896 * MiB, cmdline=("reservetop=64M",),
+                           extra="reservetop64M", quick=pae))
+        out.append(_native(pae, True, True, pae, 1 * GiB, cmdline=("mem=512M",),
+                           extra="mem512M", quick=True))
+    out.append(_native(True, False, True, True, 128 * MiB, cmdline=("noexec=off",),
+                       extra="noexecoff", quick=True))
+    # Outcomes other than a pass.
+    out.append(Scenario(id="pae-cpu-nopae-unsupported", pae=True, cpu_pae=False, nx=False,
+                        expect=UNSUPPORTED, sets=frozenset({"quick", "full"})))
+    out.append(Scenario(id="nopae-pse-pge-128M-fault", pae=False, nx=False,
+                        cmdline=("fault=0xd0000000",), expect=EXCEPTION,
+                        sets=frozenset({"quick", "full"})))
+    out.append(Scenario(id="pae-nopse-pge-nx-128M-fault", pae=True, pse=False,
+                        cmdline=("fault=0xd0000000",), expect=EXCEPTION,
+                        sets=frozenset({"full"})))
+    table = {}
+    for s in out:
+        if s.id in table:
+            raise AssertionError(f"duplicate scenario id {s.id}")
+        table[s.id] = s
+    return table
+
+
+SCENARIOS: dict[str, Scenario] = _build()
+MATRICES = ("quick", "full")
+
+
+class UnknownScenario(KeyError):
+    def __str__(self) -> str:
+        return self.args[0]
+
+
+def get(scenario_id: str) -> Scenario:
+    try:
+        return SCENARIOS[scenario_id]
+    except KeyError:
+        close = [i for i in SCENARIOS if scenario_id in i][:5]
+        hint = f"; did you mean: {', '.join(close)}" if close else ""
+        raise UnknownScenario(
+            f"unknown scenario {scenario_id!r}{hint} (`ptharness list` shows them all)") from None
+
+
+def matrix(name: str) -> list[Scenario]:
+    if name not in MATRICES:
+        raise UnknownScenario(f"unknown matrix {name!r}: choose one of {', '.join(MATRICES)}")
+    return [s for s in SCENARIOS.values() if name in s.sets]
