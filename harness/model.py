@@ -1,0 +1,590 @@
+"""Reference model: what Linux's i386 pagetable_init must leave in memory.
+
+The patched algorithm (2.6.22, the `+` lines of the seed patch) and the
+pre-patch one (2.6.21, the `-` lines) run here in Python over a simulated
+physical memory, starting from the "before" snapshot taken at the entry of
+pagetable_init.  The prediction is the final registers, every table page,
+every page the boot allocator hands out (in order) and the paravirt hook log.
+
+Written from shared/spec/kernel-facts.md and the seed patch only, never from
+the guest, so that a misreading on either side shows up as a mismatch.  The
+functions carry the kernel's names and the pre/post-patch differences sit at
+the exact places the patch changes, each marked "pre-patch:".
+
+Accessed/Dirty are not predicted beyond what the algorithm writes; the checks
+treat them as "may be set".
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Protocol
+
+from . import x86
+from .elf import ElfError, KernelImage
+from .snapshot import Snapshot
+from .walker import CpuState, ImageMemory
+
+MASK32 = 0xFFFF_FFFF
+PAGE_MASK = MASK32 & ~(x86.PAGE_SIZE - 1)  # an unsigned long: drops bits 32-63 of PAE entries
+VMALLOC_RESERVE_DEFAULT = 128 << 20
+
+# Paravirt hook log ops (docs/guest-contract.md).
+HOOK_ALLOC_PD = 1
+HOOK_ALLOC_PT = 2
+HOOK_PIN = 3
+
+# Layout symbols the model needs from the guest ELF.
+REQUIRED_SYMBOLS = ("swapper_pg_dir", "empty_zero_page", "_text", "_etext", "__init_end", "_end")
+
+
+class ModelError(Exception):
+    """The model cannot predict this run: bad or unsupported input, or a state
+    in which the kernel itself could not go on."""
+
+
+class WildTablePointer(ModelError):
+    """The kernel would access a table through a pointer derived from a bogus
+    entry (pre-patch pmd_none keeps non-present junk): on hardware, a fault."""
+
+
+def virt_to_phys(va: int) -> int:
+    """__pa(): lowmem virtual to physical."""
+    return (va - x86.PAGE_OFFSET) & MASK32
+
+
+# ---------------------------------------------------------------------------------------------
+# Inputs
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class KernelConfig:
+    """One scenario as the kernel sees it: the build, the CPU (QEMU's -cpu flags),
+    memory (-m) and the command-line knobs."""
+
+    pae: bool  # CONFIG_X86_PAE
+    prepatch: bool  # the `-` lines of the seed patch
+    cpu_pse: bool
+    cpu_pge: bool
+    cpu_pae: bool
+    cpu_nx: bool
+    ram_bytes: int  # QEMU -m
+    pv: str = "native"
+    mem_limit: int | None = None  # mem=, bytes
+    reservetop: int = 0  # reservetop=, bytes
+    noexec_off: bool = False  # noexec=off
+    fixmap_entries: int = 32  # __end_of_fixed_addresses
+
+    def __post_init__(self) -> None:
+        if self.ram_bytes <= 0:
+            raise ModelError(f"ram_bytes must be positive, got {self.ram_bytes}")
+        if self.mem_limit is not None and self.mem_limit <= 0:
+            raise ModelError(f"mem_limit must be positive or None, got {self.mem_limit}")
+        if not 0 <= self.reservetop < (1 << 32) - x86.PAGE_OFFSET - VMALLOC_RESERVE_DEFAULT:
+            raise ModelError(f"reservetop={self.reservetop:#x} leaves no room for lowmem"
+                             " (MAXMEM would not be positive)")
+        if not 1 <= self.fixmap_entries <= 1024:
+            raise ModelError(f"fixmap_entries must be in 1..1024, got {self.fixmap_entries}")
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Every number the configuration and the image fix before any table is built.
+    The checks state their invariants with these."""
+
+    geometry: x86.Geometry
+    max_pfn: int
+    max_low_pfn: int
+    vmalloc_reserve: int
+    maxmem: int
+    fixaddr_top: int
+    fixaddr_boot_start: int
+    fixmap_start: int  # start of the fixmap page_table_range_init (PMD aligned)
+    fixmap_end: int  # its end as the variant passes it (0 = up to the 32-bit wrap)
+    pkmap_base: int
+    pkmap_end: int
+    nx_active: bool
+    supported_pte_mask: int
+    prot_kernel: int  # 4 KiB leaf protection of non-text lowmem, as written (NX masked)
+    prot_kernel_exec: int  # same for kernel "text" (PAGE_OFFSET..__init_end inclusive)
+    swapper_pg_dir: int  # physical
+    empty_zero_page: int  # physical
+    init_end: int  # virtual __init_end, the inclusive end of is_kernel_text
+
+    def fix_to_virt(self, idx: int) -> int:
+        return (self.fixaddr_top - (idx << x86.PAGE_SHIFT)) & MASK32
+
+    def is_kernel_text(self, addr: int) -> bool:
+        # Inclusive of __init_end and starting at PAGE_OFFSET, not _text (kernel-facts §3).
+        return x86.PAGE_OFFSET <= addr <= self.init_end
+
+
+def compute_layout(config: KernelConfig, image: KernelImage) -> Layout:
+    g = x86.geometry(config.pae)
+    syms = {}
+    for name in REQUIRED_SYMBOLS:
+        try:
+            syms[name] = image.symbol(name)
+        except ElfError as e:
+            raise ModelError(f"kernel image lacks a layout symbol: {e}") from None
+
+    max_pfn = config.ram_bytes >> x86.PAGE_SHIFT
+    if config.mem_limit is not None:
+        max_pfn = min(max_pfn, config.mem_limit >> x86.PAGE_SHIFT)  # mem= caps max_pfn
+    vmalloc_reserve = VMALLOC_RESERVE_DEFAULT + config.reservetop  # reserve_top_address()
+    maxmem = (1 << 32) - x86.PAGE_OFFSET - vmalloc_reserve
+    max_low_pfn = min(max_pfn, maxmem >> x86.PAGE_SHIFT)
+
+    fixaddr_top = (-config.reservetop - x86.PAGE_SIZE) & MASK32
+    fixaddr_boot_start = (fixaddr_top - (config.fixmap_entries << x86.PAGE_SHIFT)) & MASK32
+    last_fix = (fixaddr_top - ((config.fixmap_entries - 1) << x86.PAGE_SHIFT)) & MASK32
+    fixmap_start = last_fix & g.pmd_mask
+    # Patched: the explicit end; with the default top it wraps to 0 like the pre-patch call.
+    fixmap_end = 0 if config.prepatch else (fixaddr_top + g.pmd_size - 1) & g.pmd_mask & MASK32
+    pkmap_base = (fixaddr_boot_start - x86.PAGE_SIZE * (g.last_pkmap + 1)) & g.pmd_mask
+    pkmap_end = pkmap_base + x86.PAGE_SIZE * g.last_pkmap
+
+    nx_active = config.pae and config.cpu_nx and not config.noexec_off
+    if config.pae:
+        supported = (1 << 64) - 1 if nx_active else ((1 << 64) - 1) & ~x86.NX
+    else:
+        supported = MASK32  # the 2-level builders apply no mask
+    glob = x86.GLOBAL if config.cpu_pge else 0
+    kernel = x86.PAGE_KERNEL_EXEC | glob | (x86.NX if config.pae else 0)
+    return Layout(
+        geometry=g, max_pfn=max_pfn, max_low_pfn=max_low_pfn, vmalloc_reserve=vmalloc_reserve,
+        maxmem=maxmem, fixaddr_top=fixaddr_top, fixaddr_boot_start=fixaddr_boot_start,
+        fixmap_start=fixmap_start, fixmap_end=fixmap_end, pkmap_base=pkmap_base,
+        pkmap_end=pkmap_end, nx_active=nx_active, supported_pte_mask=supported,
+        prot_kernel=kernel & supported, prot_kernel_exec=(x86.PAGE_KERNEL_EXEC | glob),
+        swapper_pg_dir=virt_to_phys(syms["swapper_pg_dir"]),
+        empty_zero_page=virt_to_phys(syms["empty_zero_page"]),
+        init_end=syms["__init_end"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Output
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class Prediction:
+    """What paging_init must leave behind.
+
+    memory holds every table page (the before pages, the allocated ones and the
+    zero page used as PAE user PMD); allocations are physical addresses in
+    hand-out order; hook_log is (op, pfn) pairs in call order; roles says what
+    each allocated page became (for messages).
+    """
+
+    config: KernelConfig
+    layout: Layout
+    cpu: CpuState
+    memory: ImageMemory
+    allocations: list[int]
+    hook_log: list[tuple[int, int]]
+    cursor_after: int
+    roles: dict[int, str] = field(default_factory=dict)
+    direct_map_end_pfn: int = 0  # where kernel_physical_mapping_init stopped (PSE may overshoot)
+    pkmap_page_table: int = 0  # physical address of the pkmap PTE page
+
+    @property
+    def entry_size(self) -> int:
+        return self.layout.geometry.entry_size
+
+
+# ---------------------------------------------------------------------------------------------
+# Paravirt backends
+# ---------------------------------------------------------------------------------------------
+class ParavirtBackend(Protocol):
+    """The paravirt_ops the page-table code goes through. The hook log is kept by
+    the caller (Kernel.paravirt_alloc_*); a backend logs only its own extra ops."""
+
+    name: str
+
+    def check_entry_state(self, k: "Kernel", before: Snapshot) -> None: ...
+    def pagetable_setup_start(self, k: "Kernel", base: int) -> None: ...
+    def pagetable_setup_done(self, k: "Kernel", base: int) -> None: ...
+    def alloc_pd(self, k: "Kernel", pfn: int) -> None: ...
+    def alloc_pt(self, k: "Kernel", pfn: int) -> None: ...
+    def set_pgd(self, k: "Kernel", addr: int, val: int) -> None: ...
+    def set_pmd(self, k: "Kernel", addr: int, val: int) -> None: ...
+    def set_pte(self, k: "Kernel", addr: int, val: int) -> None: ...
+
+
+class NativeBackend:
+    """Bare hardware: plain stores, no-op allocation hooks, the mm code's own
+    native_pagetable_setup_start/done."""
+
+    name = "native"
+
+    def check_entry_state(self, k: "Kernel", before: Snapshot) -> None:
+        cpu = before.cpu
+        if not cpu.paging:
+            raise ModelError("before-state: paging is off (CR0.PG=0); head.S enables it"
+                             " before pagetable_init")
+        if cpu.pae:
+            raise ModelError("before-state: CR4.PAE already set; natively head.S runs"
+                             " non-PAE even in a PAE build")
+        if cpu.cr3 & PAGE_MASK != k.layout.swapper_pg_dir:
+            raise ModelError(f"before-state: CR3={cpu.cr3:#x}, expected __pa(swapper_pg_dir)"
+                             f"={k.layout.swapper_pg_dir:#x}")
+
+    def pagetable_setup_start(self, k: "Kernel", base: int) -> None:
+        k.native_pagetable_setup_start(base)
+
+    def pagetable_setup_done(self, k: "Kernel", base: int) -> None:
+        k.native_pagetable_setup_done(base)
+
+    def alloc_pd(self, k: "Kernel", pfn: int) -> None:
+        pass
+
+    def alloc_pt(self, k: "Kernel", pfn: int) -> None:
+        pass
+
+    def set_pgd(self, k: "Kernel", addr: int, val: int) -> None:
+        k.store(addr, val)
+
+    def set_pmd(self, k: "Kernel", addr: int, val: int) -> None:
+        k.store(addr, val)
+
+    def set_pte(self, k: "Kernel", addr: int, val: int) -> None:
+        k.store(addr, val)
+
+
+BACKENDS: dict[str, Callable[[], ParavirtBackend]] = {"native": NativeBackend}
+
+
+# ---------------------------------------------------------------------------------------------
+# The simulated kernel
+# ---------------------------------------------------------------------------------------------
+class Kernel:
+    """The kernel's state while paging_init runs: physical memory, control
+    registers, the boot allocator, the kernel protections and the hook log.
+    Methods are named after arch/i386/mm/init.c; addresses are physical
+    (the kernel reaches them through __va, which the model does not need)."""
+
+    def __init__(self, config: KernelConfig, layout: Layout, before: Snapshot,
+                 backend: ParavirtBackend):
+        self.config = config
+        self.layout = layout
+        self.g = layout.geometry
+        self.es = self.g.entry_size
+        self.prepatch = config.prepatch
+        self.backend = backend
+        cpu = before.cpu
+        self.cr0, self.cr3, self.cr4, self.efer = cpu.cr0, cpu.cr3, cpu.cr4, cpu.efer
+        self.mem = before.memory()
+        self.pages_in_use = frozenset(self.mem.pages)  # the before tables: never handed out
+        self.lowmem_end = layout.max_low_pfn << x86.PAGE_SHIFT
+        self.supported_pte_mask = MASK32 if not config.pae else ((1 << 64) - 1) & ~x86.NX
+        # __PAGE_KERNEL / __PAGE_KERNEL_EXEC before pagetable_init ORs in GLOBAL.
+        self.page_kernel = x86.PAGE_KERNEL_EXEC | (x86.NX if config.pae else 0)
+        self.page_kernel_exec = x86.PAGE_KERNEL_EXEC
+        self.cursor = _boot_alloc_cursor(before)
+        self.allocations: list[int] = []
+        self.roles: dict[int, str] = {}
+        self.hook_log: list[tuple[int, int]] = []
+        self.direct_map_end_pfn = 0
+        self.pkmap_page_table = 0
+
+    # -- memory ------------------------------------------------------------------------------
+    def _check_reachable(self, addr: int, what: str) -> None:
+        # The kernel reaches tables through __va(): only lowmem is there.
+        if addr + self.es > self.lowmem_end:
+            raise WildTablePointer(
+                f"{what} at physical {addr:#x} is outside lowmem (ends at {self.lowmem_end:#x}):"
+                " the kernel would fault dereferencing __va() of it")
+
+    def load(self, addr: int) -> int:
+        self._check_reachable(addr, "table entry read")
+        page = self.mem.pages.get(addr & ~(x86.PAGE_SIZE - 1))
+        if page is None:
+            return 0
+        off = addr & (x86.PAGE_SIZE - 1)
+        return int.from_bytes(page[off:off + self.es], "little")
+
+    def store(self, addr: int, val: int) -> None:
+        self._check_reachable(addr, "table entry write")
+        self.mem.write_entry(addr, self.es, val)
+
+    def set_pgd(self, addr: int, val: int) -> None:
+        self.backend.set_pgd(self, addr, val)
+
+    def set_pmd(self, addr: int, val: int) -> None:
+        self.backend.set_pmd(self, addr, val)
+
+    def set_pte(self, addr: int, val: int) -> None:
+        self.backend.set_pte(self, addr, val)
+
+    def alloc_bootmem_low_pages(self, role: str) -> int:
+        """One zeroed 4 KiB page; pages go out in ascending order from the cursor."""
+        pa = self.cursor
+        if pa + x86.PAGE_SIZE > self.lowmem_end:
+            raise ModelError(f"boot allocator out of low memory: next page {pa:#x}, lowmem ends"
+                             f" at {self.lowmem_end:#x} (wanted for {role})")
+        if pa in self.pages_in_use:
+            raise ModelError(f"boot allocator would hand out {pa:#x} ({role}), a page that"
+                             " already holds a boot page table")
+        self.mem.pages[pa] = bytearray(x86.PAGE_SIZE)
+        self.cursor += x86.PAGE_SIZE
+        self.allocations.append(pa)
+        self.roles[pa] = role
+        return pa
+
+    # -- registers -----------------------------------------------------------------------------
+    def set_in_cr4(self, bits: int) -> None:
+        self.cr4 |= bits
+
+    def load_cr3(self, pgdir_pa: int) -> None:
+        self.cr3 = pgdir_pa
+
+    # -- paravirt hooks ----------------------------------------------------------------------
+    def paravirt_alloc_pd(self, pfn: int) -> None:
+        self.hook_log.append((HOOK_ALLOC_PD, pfn))
+        self.backend.alloc_pd(self, pfn)
+
+    def paravirt_alloc_pt(self, pfn: int) -> None:
+        self.hook_log.append((HOOK_ALLOC_PT, pfn))
+        self.backend.alloc_pt(self, pfn)
+
+    def paravirt_pagetable_setup_start(self, base: int) -> None:
+        self.backend.pagetable_setup_start(self, base)
+
+    def paravirt_pagetable_setup_done(self, base: int) -> None:
+        self.backend.pagetable_setup_done(self, base)
+
+    # -- entry builders ------------------------------------------------------------------------
+    def pfn_pte(self, pfn: int, prot: int) -> int:
+        return ((pfn << x86.PAGE_SHIFT) | prot) & self.supported_pte_mask
+
+    pfn_pmd = pfn_pte  # same construction and mask for a large-page pmd
+
+    def is_kernel_text(self, addr: int) -> bool:
+        return self.layout.is_kernel_text(addr)
+
+    @staticmethod
+    def pmd_none(val: int) -> bool:
+        return (val & MASK32) == 0  # only the low word counts, even in PAE
+
+    # -- arch/i386/mm/init.c -------------------------------------------------------------------
+    def one_md_table_init(self, pgd: int) -> int:
+        """The pmd table of a pgd entry (2-level: the pgd entry itself)."""
+        if self.g.ptrs_per_pmd == 1:
+            return pgd
+        # pre-patch: a fresh PMD page every time, whatever the slot held.
+        if self.prepatch or not (self.load(pgd) & x86.PRESENT):
+            idx = (pgd & (x86.PAGE_SIZE - 1)) // self.es
+            pmd_table = self.alloc_bootmem_low_pages(f"pmd table for pgd[{idx}]")
+            self.paravirt_alloc_pd(pmd_table >> x86.PAGE_SHIFT)  # before it is linked
+            self.set_pgd(pgd, pmd_table | x86.PRESENT)
+        return self.load(pgd) & PAGE_MASK
+
+    def one_page_table_init(self, pmd: int) -> int:
+        """The pte table of a pmd entry, allocated if there is none."""
+        val = self.load(pmd)
+        # pre-patch: pmd_none (low word zero), so junk like 0xDEAD0002 is kept.
+        missing = self.pmd_none(val) if self.prepatch else not (val & x86.PRESENT)
+        if missing:
+            page_table = self.alloc_bootmem_low_pages(f"pte table linked at {pmd:#x}")
+            self.paravirt_alloc_pt(page_table >> x86.PAGE_SHIFT)
+            self.set_pmd(pmd, page_table | x86.PAGE_TABLE)
+            return page_table
+        return val & PAGE_MASK  # a PRESENT entry is reused as it is (head.S's 0x007 too)
+
+    def page_table_range_init(self, start: int, end: int, base: int) -> None:
+        """Make sure pte tables exist for [start, end); end 0 = up to the 32-bit wrap."""
+        g, es = self.g, self.es
+        vaddr = start
+        pgd_idx = g.pgd_index(vaddr)
+        pmd_idx = g.pmd_index(vaddr)
+        while pgd_idx < g.ptrs_per_pgd and vaddr != end:
+            pgd = base + pgd_idx * es
+            if self.prepatch:
+                # pre-patch: `if (pgd_none(*pgd)) one_md_table_init(pgd)`, but the pud level
+                # is folded, so pgd_none() is constant 0: the pmd comes straight from the entry.
+                pmd_table = pgd if g.ptrs_per_pmd == 1 else self.load(pgd) & PAGE_MASK
+            else:
+                pmd_table = self.one_md_table_init(pgd)
+            pmd = pmd_table + g.pmd_index(vaddr) * es
+            while pmd_idx < g.ptrs_per_pmd and vaddr != end:
+                # pre-patch: one_page_table_init only `if (pmd_none(*pmd))`; it checks the
+                # same itself, so calling it unconditionally is equivalent.
+                self.one_page_table_init(pmd)
+                vaddr = (vaddr + g.pmd_size) & MASK32
+                pmd += es
+                pmd_idx += 1
+            pmd_idx = 0
+            pgd_idx += 1
+
+    def kernel_physical_mapping_init(self, base: int) -> None:
+        """Map lowmem (pfn 0 .. max_low_pfn) at PAGE_OFFSET; leaves are always rewritten."""
+        g, es, lay = self.g, self.es, self.layout
+        max_low_pfn = lay.max_low_pfn
+        pfn = 0
+        for pgd_idx in range(g.pgd_index(x86.PAGE_OFFSET), g.ptrs_per_pgd):
+            pmd = self.one_md_table_init(base + pgd_idx * es)  # PAE: a PMD page per kernel slot
+            if pfn >= max_low_pfn:
+                continue
+            pmd_idx = 0
+            while pmd_idx < g.ptrs_per_pmd and pfn < max_low_pfn:
+                address = (pfn * x86.PAGE_SIZE + x86.PAGE_OFFSET) & MASK32
+                if self.config.cpu_pse:
+                    # Last byte of this large page; the page may run past max_low_pfn.
+                    address2 = ((pfn + g.ptrs_per_pte - 1) * x86.PAGE_SIZE + x86.PAGE_OFFSET
+                                + x86.PAGE_SIZE - 1) & MASK32
+                    if self.is_kernel_text(address) or self.is_kernel_text(address2):
+                        prot = self.page_kernel_exec | x86.PSE
+                    else:
+                        prot = self.page_kernel | x86.PSE
+                    self.set_pmd(pmd, self.pfn_pmd(pfn, prot))
+                    pfn += g.ptrs_per_pte
+                else:
+                    pte = self.one_page_table_init(pmd)
+                    pte_ofs = 0
+                    while pte_ofs < g.ptrs_per_pte and pfn < max_low_pfn:
+                        prot = self.page_kernel_exec if self.is_kernel_text(address) \
+                            else self.page_kernel
+                        self.set_pte(pte, self.pfn_pte(pfn, prot))
+                        pte += es
+                        pfn += 1
+                        pte_ofs += 1
+                        if not self.prepatch:
+                            address += x86.PAGE_SIZE
+                        # pre-patch: address never advances, so the whole pte table gets
+                        # the protection decided for its first page (bug A).
+                pmd += es
+                pmd_idx += 1
+        self.direct_map_end_pfn = pfn
+
+    def permanent_kmaps_init(self, base: int) -> None:
+        lay = self.layout
+        self.page_table_range_init(lay.pkmap_base, lay.pkmap_end, base)
+        pmd_table = base + self.g.pgd_index(lay.pkmap_base) * self.es
+        if self.g.ptrs_per_pmd > 1:
+            pmd_table = self.load(pmd_table) & PAGE_MASK
+        pmd = pmd_table + self.g.pmd_index(lay.pkmap_base) * self.es
+        self.pkmap_page_table = self.load(pmd) & PAGE_MASK
+
+    def native_pagetable_setup_start(self, base: int) -> None:
+        g = self.g
+        if g.ptrs_per_pmd > 1:
+            # The in-place PAE switch: the first 32 bytes of swapper_pg_dir become the
+            # PDPT (clobbering only non-PAE PDEs 0..7, the low identity mapping).
+            for i in range(g.user_ptrs_per_pgd):
+                self.set_pgd(base + i * self.es, self.layout.empty_zero_page | x86.PRESENT)
+            # Kernel slots emptied so that a PMD page gets allocated for them.
+            for i in range(g.user_ptrs_per_pgd, g.ptrs_per_pgd):
+                self.store(base + i * self.es, 0)
+        else:
+            self.paravirt_alloc_pd(self.layout.swapper_pg_dir >> x86.PAGE_SHIFT)
+
+    def native_pagetable_setup_done(self, base: int) -> None:
+        g = self.g
+        if g.ptrs_per_pmd > 1:
+            # Low identity mapping for SMP trampolines: slot 0 shares the kernel PMD page.
+            self.set_pgd(base, self.load(base + g.user_ptrs_per_pgd * self.es))
+
+    def prepatch_pagetable_setup(self, base: int) -> None:
+        """2.6.21's inline start of pagetable_init (no setup hook existed)."""
+        g = self.g
+        if g.ptrs_per_pmd > 1:
+            for i in range(g.ptrs_per_pgd):  # all 4 slots, the kernel one included
+                self.set_pgd(base + i * self.es, self.layout.empty_zero_page | x86.PRESENT)
+        else:
+            self.paravirt_alloc_pd(self.layout.swapper_pg_dir >> x86.PAGE_SHIFT)
+
+    def pagetable_init(self) -> None:
+        lay, g = self.layout, self.g
+        pgd_base = lay.swapper_pg_dir
+        if self.prepatch:
+            self.prepatch_pagetable_setup(pgd_base)
+        else:
+            self.paravirt_pagetable_setup_start(pgd_base)
+
+        if self.config.cpu_pse:
+            self.set_in_cr4(x86.CR4_PSE)
+        if self.config.cpu_pge:
+            self.set_in_cr4(x86.CR4_PGE)
+            self.page_kernel |= x86.GLOBAL
+            self.page_kernel_exec |= x86.GLOBAL
+
+        self.kernel_physical_mapping_init(pgd_base)
+
+        # Fixmap: pte tables for every fixmap slot.  pre-patch: end 0, i.e. up to the
+        # 32-bit wrap, whatever FIXADDR_TOP is (bug B).
+        vaddr = lay.fix_to_virt(self.config.fixmap_entries - 1) & g.pmd_mask
+        self.page_table_range_init(vaddr, lay.fixmap_end, pgd_base)
+
+        self.permanent_kmaps_init(pgd_base)
+
+        if self.prepatch:
+            if g.ptrs_per_pmd > 1:  # the same low identity slot, set inline at the end
+                self.set_pgd(pgd_base, self.load(pgd_base + g.user_ptrs_per_pgd * self.es))
+        else:
+            self.paravirt_pagetable_setup_done(pgd_base)
+
+    def set_nx(self) -> None:
+        if self.config.cpu_pae and self.config.cpu_nx and not self.config.noexec_off:
+            self.efer |= x86.EFER_NXE
+            self.supported_pte_mask |= x86.NX
+
+    def paging_init(self) -> None:
+        if self.config.pae:
+            self.set_nx()
+        self.pagetable_init()
+        self.load_cr3(self.layout.swapper_pg_dir)
+        if self.config.pae and self.config.cpu_pae:
+            self.set_in_cr4(x86.CR4_PAE)  # the CPU now loads the PDPT from swapper_pg_dir
+        # __flush_tlb_all() toggles CR4.PGE (or reloads CR3): no net register change.
+        # kmap_init() only looks up the kmap pte: no table changes.
+
+
+def _boot_alloc_cursor(before: Snapshot) -> int:
+    guest = before.guest or {}
+    if "boot_alloc_cursor" not in guest:
+        raise ModelError("before-state lacks guest variable 'boot_alloc_cursor' (the boot"
+                         " allocator's next page); the snapshot must record it")
+    raw = guest["boot_alloc_cursor"]
+    try:
+        cursor = int(raw, 0) if isinstance(raw, str) else int(raw)
+    except (TypeError, ValueError):
+        raise ModelError(f"before-state: boot_alloc_cursor={raw!r} is not a number") from None
+    if cursor % x86.PAGE_SIZE:
+        raise ModelError(f"before-state: boot_alloc_cursor={cursor:#x} is not page aligned")
+    return cursor
+
+
+def predict(before: Snapshot, config: KernelConfig, image: KernelImage) -> Prediction:
+    """Run paging_init() over the before-state and return what it must leave behind."""
+    if config.pae and not config.cpu_pae:
+        raise ModelError("unsupported: a PAE build on a CPU without PAE (cpu_pae=False);"
+                         " the kernel refuses to boot (guest exit code 3)")
+    if config.pv not in BACKENDS:
+        raise ModelError(f"unknown paravirt backend pv={config.pv!r};"
+                         f" known: {', '.join(sorted(BACKENDS))}")
+    if config.prepatch and config.pv != "native":
+        raise ModelError(f"pv={config.pv!r} needs the patched code: the pre-patch"
+                         " pagetable_init has no setup hooks")
+    layout = compute_layout(config, image)
+    backend = BACKENDS[config.pv]()
+    k = Kernel(config, layout, before, backend)
+    _check_cursor_outside_image(k.cursor, image)
+    backend.check_entry_state(k, before)
+
+    k.paging_init()
+
+    # The run-time protections must be the ones the layout announces to the checks.
+    assert k.page_kernel & k.supported_pte_mask == layout.prot_kernel
+    assert k.page_kernel_exec & k.supported_pte_mask == layout.prot_kernel_exec
+    if config.pae:
+        k.mem.page(layout.empty_zero_page)  # the user PMD of PDPT slots 1..2: all zero
+    return Prediction(
+        config=config, layout=layout,
+        cpu=CpuState(cr0=k.cr0, cr3=k.cr3, cr4=k.cr4, efer=k.efer),
+        memory=k.mem, allocations=list(k.allocations), hook_log=list(k.hook_log),
+        cursor_after=k.cursor, roles=dict(k.roles), direct_map_end_pfn=k.direct_map_end_pfn,
+        pkmap_page_table=k.pkmap_page_table)
+
+
+def _check_cursor_outside_image(cursor: int, image: KernelImage) -> None:
+    lo, hi = virt_to_phys(image.symbol("_text")), virt_to_phys(image.symbol("_end"))
+    if lo <= cursor < hi:
+        raise ModelError(f"before-state: boot_alloc_cursor={cursor:#x} lies inside the kernel"
+                         f" image [{lo:#x}, {hi:#x}); the allocator would hand out kernel pages")
