@@ -105,6 +105,23 @@ def test_layout_smp_fixmap_size_same_ranges():
     assert (lay.fixmap_start, lay.pkmap_base) == (0xFFE00000, 0xFFC00000)
 
 
+@pytest.mark.parametrize("pae, pkmap_base", [
+    # 1023 fixmap slots put FIXADDR_BOOT_START = 0xFFFFF000 - 1023*4K = 0xFFC00000 right on
+    # a PMD boundary, so the "+1" guard page of PKMAP_BASE matters:
+    #   non-PAE (0xFFC00000 - 1025*4K) & 0xFFC00000 = 0xFF7FF000 -> 0xFF400000
+    #   PAE     (0xFFC00000 -  513*4K) & 0xFFE00000 = 0xFF9FF000 -> 0xFF800000
+    # (without the guard page: 0xFF800000 -> 0xFF800000 and 0xFFA00000 -> 0xFFA00000).
+    (False, 0xFF400000),
+    (True, 0xFF800000),
+])
+def test_layout_pkmap_guard_page(pae, pkmap_base):
+    lay = model.compute_layout(cfg(pae=pae, fixmap_entries=1023), bs.image())
+    assert lay.fixaddr_boot_start == 0xFFC00000
+    assert lay.pkmap_base == pkmap_base
+    # Last slot 0xFFFFF000 - 1022*4K = 0xFFC01000 -> the range-init starts at 0xFFC00000.
+    assert lay.fixmap_start == 0xFFC00000
+
+
 # ------------------------------------------------------------------ every lowmem page mapped
 COMBOS = [(pae, pse, pge, nx) for pae in (False, True) for pse in (False, True)
           for pge in (False, True) for nx in (False, True)]
