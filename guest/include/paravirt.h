@@ -1,0 +1,75 @@
+/*
+ * paravirt_ops: the page-table hooks of the seed patch as a table of function
+ * pointers. start_kernel copies one backend into paravirt_ops per boot
+ * (pv=native today), so a later backend only adds a table.
+ *
+ * PREPATCH (2.6.21) has no pagetable_setup_start/done hooks: its native
+ * body is inline in pagetable_init.
+ */
+#ifndef GUEST_PARAVIRT_H
+#define GUEST_PARAVIRT_H
+
+#include "pgtable.h"
+
+struct paravirt_ops {
+	const char *name;
+#ifndef PREPATCH
+	void (*pagetable_setup_start)(pgd_t *base);
+	void (*pagetable_setup_done)(pgd_t *base);
+#endif
+	void (*alloc_pt)(u32 pfn);
+	void (*alloc_pd)(u32 pfn);
+	void (*set_pte)(pte_t *ptep, pte_t pte);
+	void (*set_pmd)(pmd_t *pmdp, pmd_t pmd);
+	void (*set_pgd)(pgd_t *pgdp, pgd_t pgd);
+};
+
+extern struct paravirt_ops paravirt_ops;
+extern const struct paravirt_ops native_paravirt_ops;
+
+/* Select a backend by its pv= name; returns 0, or -1 for an unknown name. */
+int paravirt_select(const char *name);
+
+/*
+ * The hook log the harness reads: one entry per alloc_pd/alloc_pt call (and
+ * later per pin), in call order. Overflow is a guest BUG, never a silent drop.
+ */
+enum pv_hook_op {
+	PV_HOOK_ALLOC_PD = 1,
+	PV_HOOK_ALLOC_PT = 2,
+	PV_HOOK_PIN = 3,
+};
+#define PV_HOOK_LOG_MAX 2048
+struct pv_hook_entry {
+	u32 op;
+	u32 pfn;
+};
+extern struct pv_hook_entry pv_hook_log[PV_HOOK_LOG_MAX];
+extern u32 pv_hook_log_len;
+void pv_hook_log_add(enum pv_hook_op op, u32 pfn);
+
+/* What init.c calls: every page-table write and hook goes through the table. */
+#ifndef PREPATCH
+static inline void paravirt_pagetable_setup_start(pgd_t *base) { paravirt_ops.pagetable_setup_start(base); }
+static inline void paravirt_pagetable_setup_done(pgd_t *base) { paravirt_ops.pagetable_setup_done(base); }
+void native_pagetable_setup_start(pgd_t *base);
+void native_pagetable_setup_done(pgd_t *base);
+#endif
+
+static inline void paravirt_alloc_pt(u32 pfn)
+{
+	pv_hook_log_add(PV_HOOK_ALLOC_PT, pfn);
+	paravirt_ops.alloc_pt(pfn);
+}
+
+static inline void paravirt_alloc_pd(u32 pfn)
+{
+	pv_hook_log_add(PV_HOOK_ALLOC_PD, pfn);
+	paravirt_ops.alloc_pd(pfn);
+}
+
+static inline void set_pte(pte_t *ptep, pte_t pte) { paravirt_ops.set_pte(ptep, pte); }
+static inline void set_pmd(pmd_t *pmdp, pmd_t pmd) { paravirt_ops.set_pmd(pmdp, pmd); }
+static inline void set_pgd(pgd_t *pgdp, pgd_t pgd) { paravirt_ops.set_pgd(pgdp, pgd); }
+
+#endif

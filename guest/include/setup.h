@@ -1,0 +1,28 @@
+/* What start_kernel learns from the boot loader and the command line. */
+#ifndef GUEST_SETUP_H
+#define GUEST_SETUP_H
+
+#include "types.h"
+
+extern unsigned long max_pfn;     /* end of RAM (mem= applied) */
+extern unsigned long max_low_pfn; /* end of lowmem: min(max_pfn, MAXMEM >> 12) */
+extern int disable_nx;            /* noexec=off */
+extern int nx_enabled;            /* set_nx turned EFER.NX on */
+
+/* Parsed command line knobs (docs/guest-contract.md). */
+struct boot_options {
+	bool have_mem_limit;
+	u64 mem_limit; /* mem= */
+	bool have_reservetop;
+	unsigned long reservetop; /* reservetop= */
+	enum { NOEXEC_DEFAULT, NOEXEC_ON, NOEXEC_OFF } noexec; /* noexec= */
+	char pv_backend[32];      /* pv=, "native" unless given */
+	bool have_fault;
+	unsigned long fault_addr; /* fault= */
+};
+
+/* Command-line parsing (lib/cmdline.c). Returns 0, or prints why and returns -1. */
+int parse_boot_options(const char *cmdline, struct boot_options *opts);
+int memparse(const char *s, u64 *out);
+
+#endif

@@ -1,0 +1,143 @@
+/*
+ * The multiboot command line: space-separated words. A word without '=' is
+ * not a knob (QEMU puts the kernel's file name first) and is ignored. Every
+ * key=value word must be a knob of docs/guest-contract.md with a valid value:
+ * anything else is a bad command line, so a typo cannot go unnoticed.
+ */
+#include "guest.h"
+#include "setup.h"
+#include "string.h"
+
+#define WORD_MAX 128
+
+/* Parse an unsigned number: decimal, or hex with 0x. Whole string or fail. */
+static int parse_number(const char *s, unsigned base, u64 *out, const char **end)
+{
+	u64 v = 0;
+	int digits = 0;
+	if (base == 0) {
+		base = 10;
+		if (s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) {
+			base = 16;
+			s += 2;
+		}
+	} else if (base == 16 && s[0] == '0' && (s[1] == 'x' || s[1] == 'X')) {
+		s += 2;
+	}
+	for (;; s++, digits++) {
+		unsigned d;
+		if (*s >= '0' && *s <= '9')
+			d = (unsigned)(*s - '0');
+		else if (*s >= 'a' && *s <= 'f')
+			d = (unsigned)(*s - 'a' + 10);
+		else if (*s >= 'A' && *s <= 'F')
+			d = (unsigned)(*s - 'A' + 10);
+		else
+			break;
+		if (d >= base)
+			break;
+		if (v >> 59)
+			return -1; /* too big (checked without a 64-bit division: no libgcc) */
+		v = v * base + d;
+	}
+	*out = v;
+	*end = s;
+	return digits ? 0 : -1;
+}
+
+/* SIZE[K|M|G], as the kernel's memparse() reads it. */
+int memparse(const char *s, u64 *out)
+{
+	const char *end;
+	u64 v;
+	unsigned shift = 0;
+	if (parse_number(s, 0, &v, &end))
+		return -1;
+	switch (*end) {
+	case 'k': case 'K': shift = 10; end++; break;
+	case 'm': case 'M': shift = 20; end++; break;
+	case 'g': case 'G': shift = 30; end++; break;
+	}
+	if (*end || (shift && v >> (64 - shift)))
+		return -1;
+	*out = v << shift;
+	return 0;
+}
+
+static int bad(const char *word, const char *why)
+{
+	printk("cmdline error word=\"%s\" reason=\"%s\"\n", word, why);
+	return -1;
+}
+
+static int parse_word(const char *word, struct boot_options *opts)
+{
+	const char *eq = word;
+	while (*eq && *eq != '=')
+		eq++;
+	if (!*eq)
+		return 0;
+	size_t klen = (size_t)(eq - word);
+	const char *val = eq + 1;
+	u64 v;
+	const char *end;
+
+#define KEY(k) (klen == sizeof(k) - 1 && !strncmp(word, k, klen))
+	if (KEY("mem")) {
+		if (memparse(val, &v) || v == 0)
+			return bad(word, "mem= needs a size such as 64M");
+		opts->have_mem_limit = true;
+		opts->mem_limit = v;
+	} else if (KEY("reservetop")) {
+		/* Beyond 896M it would eat all of lowmem (MAXMEM would wrap). */
+		if (memparse(val, &v) || v >= 0x38000000ULL || (v & 0xfff))
+			return bad(word, "reservetop= needs a page-aligned size below 896M");
+		opts->have_reservetop = true;
+		opts->reservetop = (unsigned long)v;
+	} else if (KEY("noexec")) {
+		if (!strcmp(val, "on"))
+			opts->noexec = NOEXEC_ON;
+		else if (!strcmp(val, "off"))
+			opts->noexec = NOEXEC_OFF;
+		else
+			return bad(word, "noexec= takes on or off");
+	} else if (KEY("pv")) {
+		if (!*val || strlen(val) >= sizeof(opts->pv_backend))
+			return bad(word, "pv= needs a backend name");
+		memcpy(opts->pv_backend, val, strlen(val) + 1); /* checked against the backends later */
+	} else if (KEY("fault")) {
+		if (parse_number(val, 16, &v, &end) || *end || v > 0xffffffffULL)
+			return bad(word, "fault= needs a 32-bit hex address");
+		opts->have_fault = true;
+		opts->fault_addr = (unsigned long)v;
+	} else {
+		return bad(word, "unknown knob");
+	}
+#undef KEY
+	return 0;
+}
+
+int parse_boot_options(const char *cmdline, struct boot_options *opts)
+{
+	static char word[WORD_MAX];
+	const char *p = cmdline;
+	while (*p) {
+		while (*p == ' ' || *p == '\t')
+			p++;
+		size_t n = 0;
+		while (p[n] && p[n] != ' ' && p[n] != '\t')
+			n++;
+		if (!n)
+			break;
+		if (n >= sizeof(word)) {
+			printk("cmdline error reason=\"word longer than %u bytes\"\n", (u32)sizeof(word) - 1);
+			return -1;
+		}
+		memcpy(word, p, n);
+		word[n] = 0;
+		p += n;
+		if (parse_word(word, opts))
+			return -1;
+	}
+	return 0;
+}

@@ -1,0 +1,29 @@
+/* The only writer of the isa-debug-exit port. */
+#include "io.h"
+#include "guest.h"
+#include "processor.h"
+
+static const char *const exit_names[] = {
+	[GUEST_EXIT_PASS] = "pass",
+	[GUEST_EXIT_SELFCHECK] = "selfcheck-failed",
+	[GUEST_EXIT_EXCEPTION] = "exception",
+	[GUEST_EXIT_UNSUPPORTED] = "unsupported-cpu",
+	[GUEST_EXIT_BAD_CMDLINE] = "bad-cmdline",
+};
+
+void __noinline guest_exit(enum guest_exit_code code)
+{
+	barrier();
+	printk("exit code=%u %s\n", (u32)code,
+	       (u32)code < ARRAY_SIZE(exit_names) ? exit_names[code] : "unknown");
+	outl((u32)code, DEBUG_EXIT_PORT);
+	/* Still here: QEMU has no isa-debug-exit device. */
+	printk("exit device absent: halting\n");
+	halt_forever();
+}
+
+void guest_bug(const char *file, int line, const char *what)
+{
+	printk("BUG at %s:%d: %s\n", file, line, what);
+	guest_exit(GUEST_EXIT_SELFCHECK);
+}

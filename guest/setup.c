@@ -1,0 +1,201 @@
+/*
+ * start_kernel: what runs between head.S and paging_init, then the status
+ * contract (docs/guest-contract.md): memory size from the multiboot info,
+ * the command line, CPU features from CPUID, paging_init, the "after" point,
+ * the optional fault probe, the self-check and the exit code.
+ */
+#include "bootmem.h"
+#include "fixmap.h"
+#include "guest.h"
+#include "multiboot.h"
+#include "paravirt.h"
+#include "processor.h"
+#include "sections.h"
+#include "setup.h"
+
+#ifndef GUEST_VARIANT
+#error "the Makefile names the variant (GUEST_VARIANT)"
+#endif
+
+u32 guest_cpu_features;
+unsigned long mmu_cr4_features;
+unsigned long max_pfn;
+unsigned long max_low_pfn;
+unsigned long fixaddr_top = 0xfffff000; /* __FIXADDR_TOP */
+
+void detect_cpu_features(void)
+{
+	u32 features = 0;
+	if (cpuid_eax(0) >= 1) {
+		u32 edx = cpuid_edx(1);
+		if (edx & (1u << X86_FEATURE_PSE_BIT))
+			features |= GUEST_CPU_PSE;
+		if (edx & (1u << X86_FEATURE_PGE_BIT))
+			features |= GUEST_CPU_PGE;
+		if (edx & (1u << X86_FEATURE_PAE_BIT))
+			features |= GUEST_CPU_PAE;
+	}
+	if (cpuid_eax(0x80000000) >= 0x80000001 &&
+	    (cpuid_edx(0x80000001) & (1u << X86_FEATURE_NX_BIT)))
+		features |= GUEST_CPU_NX;
+	guest_cpu_features = features;
+}
+
+/* reservetop=: move the fixmap down and shrink lowmem by the same amount. */
+static void reserve_top_address(unsigned long reserve)
+{
+	fixaddr_top = -reserve - PAGE_SIZE;
+	__VMALLOC_RESERVE += reserve;
+}
+
+/* noexec= as the kernel reads it: "on" only counts if the CPU has NX. */
+static void noexec_setup(const struct boot_options *opts)
+{
+	if (opts->noexec == NOEXEC_ON && cpu_has_nx) {
+		__supported_pte_mask |= _PAGE_NX;
+		disable_nx = 0;
+	} else if (opts->noexec == NOEXEC_OFF) {
+		disable_nx = 1;
+		__supported_pte_mask &= ~_PAGE_NX;
+	}
+}
+
+static void __noreturn bad_boot(const char *reason)
+{
+	printk("boot error reason=\"%s\"\n", reason);
+	guest_exit(GUEST_EXIT_BAD_CMDLINE);
+}
+
+/* max_pfn from the loader's mem_upper (KiB above 1 MiB), capped by mem=;
+ * max_low_pfn = min(max_pfn, MAXMEM >> PAGE_SHIFT). */
+static void setup_memory(const struct boot_options *opts)
+{
+	if (!(multiboot_info.flags & MULTIBOOT_INFO_MEMORY))
+		bad_boot("the multiboot info has no memory size");
+	u64 ram_end = 0x100000ULL + ((u64)multiboot_info.mem_upper << 10);
+	if (opts->have_mem_limit && opts->mem_limit < ram_end)
+		ram_end = opts->mem_limit;
+	if (ram_end > 0x100000000ULL)
+		ram_end = 0x100000000ULL; /* a 32-bit pfn space without PAE highmem above 4G */
+	max_pfn = (unsigned long)(ram_end >> PAGE_SHIFT);
+	max_low_pfn = max_pfn;
+	if (max_low_pfn > (MAXMEM >> PAGE_SHIFT))
+		max_low_pfn = MAXMEM >> PAGE_SHIFT;
+	printk("mem mem_upper_kb=%u max_pfn=0x%lx max_low_pfn=0x%lx maxmem=0x%lx highmem_pages=%lu\n",
+	       multiboot_info.mem_upper, max_pfn, max_low_pfn, MAXMEM, max_pfn - max_low_pfn);
+
+	/* The boot tables and the pages allocated while the CPU still runs on
+	 * them live in head.S's mapping; lowmem must at least cover it. */
+	if ((max_low_pfn << PAGE_SHIFT) < init_map_end) {
+		printk("boot error reason=\"lowmem ends at 0x%lx, below the boot mapping end 0x%lx\"\n",
+		       max_low_pfn << PAGE_SHIFT, init_map_end);
+		guest_exit(GUEST_EXIT_BAD_CMDLINE);
+	}
+}
+
+static void print_banner(void)
+{
+	/* ELF note: namesz, descsz, type, "GNU\0", then the id bytes. */
+	const u32 *note = (const u32 *)__build_id_start;
+	const u8 *id = (const u8 *)(note + 3) + ((note[0] + 3) & ~3u);
+	printk("guest variant=%s pae=%d prepatch=%d build_id=",
+	       GUEST_VARIANT,
+#ifdef CONFIG_X86_PAE
+	       1,
+#else
+	       0,
+#endif
+#ifdef PREPATCH
+	       1
+#else
+	       0
+#endif
+	);
+	if (__build_id_end - __build_id_start >= 16)
+		for (u32 i = 0; i < note[1]; i++)
+			printk("%02x", id[i]);
+	else
+		printk("none");
+	printk("\n");
+}
+
+/* The "after" snapshot point: called once, right after paging_init(). */
+void __noinline paging_init_done(void)
+{
+	barrier();
+}
+
+/* fault=ADDR: read one word there; an unmapped ADDR proves the exception path. */
+void __noinline fault_probe(unsigned long addr)
+{
+	printk("fault probe va=0x%08lx\n", addr);
+	u32 value = *(volatile u32 *)addr;
+	printk("fault probe va=0x%08lx value=0x%08x faulted=0\n", addr, value);
+}
+
+void __noreturn start_kernel(void)
+{
+	struct boot_options opts = { .pv_backend = "native" };
+
+	serial_init();
+	trap_init();
+	print_banner();
+
+	if (multiboot_magic != MULTIBOOT_BOOTLOADER_MAGIC)
+		bad_boot("not started by a multiboot loader");
+	printk("cmdline text=\"%s\"\n", boot_command_line);
+	if (boot_command_line_truncated)
+		bad_boot("command line longer than the guest's buffer");
+	if (parse_boot_options(boot_command_line, &opts))
+		guest_exit(GUEST_EXIT_BAD_CMDLINE);
+	if (paravirt_select(opts.pv_backend)) {
+		printk("cmdline error word=\"pv=%s\" reason=\"unknown paravirt backend\"\n",
+		       opts.pv_backend);
+		guest_exit(GUEST_EXIT_BAD_CMDLINE);
+	}
+
+	detect_cpu_features();
+	printk("cpu pse=%d pge=%d pae=%d nx=%d\n", cpu_has_pse, cpu_has_pge, cpu_has_pae, cpu_has_nx);
+#ifdef CONFIG_X86_PAE
+	/* The kernel refuses to run a PAE build on such a CPU. */
+	if (!cpu_has_pae) {
+		printk("unsupported cpu reason=\"PAE kernel on a CPU without PAE\"\n");
+		guest_exit(GUEST_EXIT_UNSUPPORTED);
+	}
+#endif
+	noexec_setup(&opts);
+	if (opts.have_reservetop)
+		reserve_top_address(opts.reservetop);
+
+	setup_memory(&opts);
+	bootmem_init(init_pg_tables_end, init_map_end);
+	printk("boot init_pg_tables_end=0x%08lx init_map_end=0x%08lx pg0_pages=%lu "
+	       "boot_alloc_start=0x%08lx init_end=0x%08lx\n",
+	       init_pg_tables_end, init_map_end,
+	       (init_pg_tables_end - __pa(PAGE_ALIGN((unsigned long)_end))) >> PAGE_SHIFT,
+	       boot_alloc_start, (unsigned long)__init_end);
+	printk("fixmap fixaddr_top=0x%08lx vmalloc_reserve=0x%08lx end_of_fixed_addresses=%u "
+	       "fix_kmap_begin=%u pkmap_base=0x%08lx\n",
+	       FIXADDR_TOP, __VMALLOC_RESERVE, (u32)__end_of_fixed_addresses, (u32)FIX_KMAP_BEGIN,
+	       PKMAP_BASE);
+	printk("pv backend=%s\n", paravirt_ops.name);
+
+	paging_init();
+	paging_init_done();
+
+	u32 alloc_pd = 0, alloc_pt = 0;
+	for (u32 i = 0; i < pv_hook_log_len; i++) {
+		alloc_pd += pv_hook_log[i].op == PV_HOOK_ALLOC_PD;
+		alloc_pt += pv_hook_log[i].op == PV_HOOK_ALLOC_PT;
+	}
+	printk("paging_init done cr0=0x%08lx cr3=0x%08lx cr4=0x%08lx efer=0x%08lx alloc_pd=%u "
+	       "alloc_pt=%u kmap_pte=%p pkmap_page_table=%p\n",
+	       read_cr0(), read_cr3(), read_cr4(), cpu_has_nx ? (unsigned long)rdmsr(MSR_EFER) : 0UL,
+	       alloc_pd, alloc_pt, (void *)kmap_pte, (void *)pkmap_page_table);
+
+	if (opts.have_fault)
+		fault_probe(opts.fault_addr);
+	if (selfcheck())
+		guest_exit(GUEST_EXIT_SELFCHECK);
+	guest_exit(GUEST_EXIT_PASS);
+}

@@ -1,0 +1,66 @@
+/*
+ * IDT for the 32 CPU exceptions. Every one ends in exception_report(), which
+ * logs vector, EIP, CR2 and error code and exits with GUEST_EXIT_EXCEPTION,
+ * so a broken mapping shows up as one clear line instead of a triple fault.
+ */
+#include "guest.h"
+#include "processor.h"
+
+#define KERNEL_CS 0x10
+#define GATE_INTERRUPT_RING0 0x8e /* present, DPL 0, 32-bit interrupt gate */
+
+struct idt_gate {
+	u16 offset_low;
+	u16 selector;
+	u8 zero;
+	u8 type_attr;
+	u16 offset_high;
+} __attribute__((packed));
+
+struct exception_frame {
+	u32 edi, esi, ebp, esp_at_pushal, ebx, edx, ecx, eax; /* pushal */
+	u32 vector, error_code; /* pushed by the stub (error code: by the CPU or a dummy 0) */
+	u32 eip, cs, eflags;    /* pushed by the CPU */
+};
+
+extern const u32 exception_stubs[32];
+static struct idt_gate idt[32] __aligned(8);
+
+static const char *const exception_mnemonics[32] = {
+	"DE", "DB", "NMI", "BP", "OF", "BR", "UD", "NM", "DF", "CSO", "TS", "NP",
+	"SS", "GP", "PF", "15", "MF", "AC", "MC", "XM", "VE", "CP", "22", "23",
+	"24", "25", "26", "27", "HV", "VC", "SX", "31",
+};
+
+void trap_init(void)
+{
+	for (unsigned v = 0; v < ARRAY_SIZE(idt); v++) {
+		u32 handler = exception_stubs[v];
+		idt[v] = (struct idt_gate){
+			.offset_low = (u16)handler,
+			.selector = KERNEL_CS,
+			.type_attr = GATE_INTERRUPT_RING0,
+			.offset_high = (u16)(handler >> 16),
+		};
+	}
+	struct {
+		u16 limit;
+		u32 base;
+	} __attribute__((packed)) descr = { sizeof(idt) - 1, (u32)idt };
+	asm volatile("lidt %0" : : "m"(descr));
+}
+
+void __noinline exception_report(struct exception_frame *f)
+{
+	static int reporting;
+	barrier();
+	if (reporting++) /* faulted while reporting: don't loop, just leave */
+		guest_exit(GUEST_EXIT_EXCEPTION);
+	printk("exception vector=%u (#%s) eip=0x%08x cr2=0x%08lx error=0x%x\n",
+	       f->vector, exception_mnemonics[f->vector & 31], f->eip, read_cr2(), f->error_code);
+	printk("exception regs eax=0x%08x ebx=0x%08x ecx=0x%08x edx=0x%08x esi=0x%08x edi=0x%08x "
+	       "ebp=0x%08x cs=0x%x eflags=0x%08x cr3=0x%08lx cr4=0x%08lx\n",
+	       f->eax, f->ebx, f->ecx, f->edx, f->esi, f->edi, f->ebp, f->cs, f->eflags,
+	       read_cr3(), read_cr4());
+	guest_exit(GUEST_EXIT_EXCEPTION);
+}
