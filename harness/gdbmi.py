@@ -1,0 +1,671 @@
+"""One gdb/MI session: tokened commands that return as soon as their own result
+record arrives, typed helpers on top, and a transcript of everything said.
+
+Records are parsed with pygdbmi's parser; pygdbmi's GdbController is not used
+(it waits a fixed time after every write).  gdb is talked to over pipes that
+are read as soon as select() says bytes are there.
+"""
+from __future__ import annotations
+
+import collections
+import contextlib
+import fcntl
+import os
+import re
+import select
+import shutil
+import subprocess
+import time
+from pathlib import Path
+from typing import Iterator
+
+from pygdbmi.gdbmiparser import parse_response
+
+from . import x86
+from .qemu import spawn, stop
+
+DEFAULT_TIMEOUT = 10.0
+# Transcript lines longer than this are cut (a page walk reads megabytes of hex).
+TRANSCRIPT_LINE_LIMIT = 4000
+_TAIL_LINES = 30
+
+_F_SETPIPE_SZ = 1031  # Linux fcntl
+# gdb's words for "the remote end went away".
+_TARGET_GONE_RE = re.compile(r"Remote connection closed|Remote communication error|"
+                             r"The program is not being run|Connection reset by peer|"
+                             r"Remote target disconnected|Broken pipe")
+
+
+class MiError(Exception):
+    """Anything that went wrong talking to gdb."""
+
+
+class GdbNotFound(MiError):
+    pass
+
+
+class GdbError(MiError):
+    """gdb answered a command with ^error."""
+
+    def __init__(self, command: str, msg: str):
+        self.command = command
+        self.msg = msg
+        super().__init__(f"gdb refused `{command}`: {msg}")
+
+
+class TargetGone(MiError):
+    """The gdbstub (QEMU) went away in the middle of the session."""
+
+
+class ConnectError(MiError):
+    """The gdbstub could not be reached."""
+
+
+class GdbDied(MiError):
+    """gdb itself exited in the middle of the session."""
+
+
+class MiTimeout(MiError):
+    pass
+
+
+def mi_quote(s: str) -> str:
+    """An MI c-string argument."""
+    return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+
+
+# --------------------------------------------------------------------------------------
+# Transports: real gdb over pipes, or a recorded transcript played back (unit tests).
+# --------------------------------------------------------------------------------------
+
+class _GdbPipes:
+    def __init__(self, gdb: str, args: list[str]):
+        exe = shutil.which(gdb)
+        if exe is None:
+            raise GdbNotFound(f"gdb binary {gdb!r} not found in PATH")
+        self.argv = [exe, "--interpreter=mi3", "-nx", "-q", *args]
+        self.proc = spawn(self.argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, bufsize=0)
+        self._out = self.proc.stdout.fileno()
+        os.set_blocking(self._out, False)
+        try:  # fewer wake-ups while gdb streams a big memory read
+            fcntl.fcntl(self._out, _F_SETPIPE_SZ, 1 << 20)
+        except OSError:
+            pass
+
+    def write(self, data: bytes) -> None:
+        try:
+            self.proc.stdin.write(data)
+        except (BrokenPipeError, OSError, ValueError):
+            pass  # gdb is gone: the read that follows sees EOF and says so
+
+    def read(self, timeout: float) -> bytes | None:
+        """Bytes that are there, None on timeout, b'' at end of file."""
+        try:
+            data = os.read(self._out, 1 << 20)
+            if data:
+                return data
+        except BlockingIOError:
+            pass
+        r, _, _ = select.select([self._out], [], [], max(timeout, 0))
+        if not r:
+            return None
+        try:
+            return os.read(self._out, 1 << 20)
+        except BlockingIOError:
+            return None
+
+    def exit_status(self) -> int | None:
+        return self.proc.poll()
+
+    def close(self) -> None:
+        stop(self.proc, grace=1.0)
+        for f in (self.proc.stdin, self.proc.stdout):
+            try:
+                f.close()
+            except OSError:
+                pass
+
+
+class ReplayTransport:
+    """Plays a recorded transcript back as if gdb were answering.
+
+    Every command written must be the one recorded next (tokens included);
+    the output recorded after it then becomes readable, so records arrive
+    exactly as interleaved as they did from the real gdb.  Past the end of
+    the recording the "gdb" has exited.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._steps: list[tuple[str, list[bytes]]] = []
+        initial: list[bytes] = []
+        cur = initial
+        for n, raw in enumerate(self.path.read_text().splitlines(), 1):
+            if not raw or raw.startswith("#"):
+                continue
+            m = re.match(r"^\s*[0-9.]+ ([<>]) ?(.*)$", raw)
+            if not m:
+                raise ValueError(f"{self.path}:{n}: not a transcript line: {raw[:80]!r}")
+            direction, text = m.groups()
+            if direction == "<" and text.endswith(" more chars]") and "[... " in text:
+                raise ValueError(f"{self.path}:{n}: a cut line cannot be replayed")
+            if direction == ">":
+                cur = []
+                self._steps.append((text, cur))
+            else:
+                cur.append(text.encode() + b"\n")
+        self._ready = b"".join(initial)
+        self._next = 0
+
+    def write(self, data: bytes) -> None:
+        sent = data.decode().rstrip("\n")
+        if self._next >= len(self._steps):
+            raise MiError(f"replay {self.path.name}: unexpected command after the end: {sent!r}")
+        want, output = self._steps[self._next]
+        if sent != want:
+            raise MiError(f"replay {self.path.name}: command #{self._next + 1} was "
+                          f"{want!r} in the recording, got {sent!r}")
+        self._next += 1
+        self._ready += b"".join(output)
+
+    def read(self, timeout: float) -> bytes | None:
+        if self._ready:
+            data, self._ready = self._ready, b""
+            return data
+        if self._next >= len(self._steps):
+            return b""  # gdb exited at the end of the recording
+        time.sleep(min(timeout, 0.01))
+        return None
+
+    def exit_status(self) -> int | None:
+        return 0 if self._next >= len(self._steps) and not self._ready else None
+
+    def close(self) -> None:
+        pass
+
+
+# --------------------------------------------------------------------------------------
+# The session.
+# --------------------------------------------------------------------------------------
+
+class MiSession:
+    """One gdb/MI session (a context manager; gdb is started right away).
+
+    transcript: a file that receives every line sent (`>`) and received (`<`)
+    with the time since the start, for the artifacts (long lines are cut).
+    transport: a ReplayTransport for unit tests (then `gdb` is not started).
+    """
+
+    def __init__(self, gdb: str = "gdb", transcript: str | Path | None = None, *,
+                 transport=None, gdb_args: list[str] | None = None,
+                 transcript_line_limit: int = TRANSCRIPT_LINE_LIMIT):
+        self._t0 = time.monotonic()
+        self._token = 0
+        self._buf = bytearray()
+        self._scanned = 0  # bytes of _buf known to hold no newline
+        self._tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
+        self._stops: collections.deque[dict] = collections.deque()
+        self.notifications: list[dict] = []  # every async record seen, in order
+        self.target_output: list[str] = []   # stream text that arrived outside any command
+        self._reg_numbers: dict[str, int] | None = None
+        self._line_limit = transcript_line_limit
+        self._transcript = open(transcript, "w") if transcript else None
+        self._closed = False
+        self.connected_to: str | None = None
+        if self._transcript:
+            self._transcript.write("# ptharness gdb/MI transcript: `>` sent, `<` received, "
+                                   "seconds since start\n")
+        try:
+            self._io = transport if transport is not None else _GdbPipes(gdb, _gdb_settings(gdb_args))
+            self._read_until_prompt(DEFAULT_TIMEOUT, "(gdb start-up)")
+        except BaseException:
+            self.close()
+            raise
+
+    def __enter__(self) -> "MiSession":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- transcript ----------------------------------------------------------------------
+    def _log(self, direction: str, line: str) -> None:
+        short = line if len(line) <= 300 else line[:300] + f"[... {len(line) - 300} more chars]"
+        self._tail.append(f"{direction} {short}")
+        if self._transcript:
+            if len(line) > self._line_limit:
+                line = line[:self._line_limit] + f"[... {len(line) - self._line_limit} more chars]"
+            self._transcript.write(f"{time.monotonic() - self._t0:10.6f} {direction} {line}\n")
+
+    def transcript_tail(self) -> str:
+        return "\n".join(self._tail)
+
+    # -- reading records -----------------------------------------------------------------
+    def _next_line(self, deadline: float, waiting_for: str) -> str:
+        buf = self._buf
+        while True:
+            nl = buf.find(b"\n", self._scanned)
+            if nl >= 0:
+                text = buf[:nl].decode("utf-8", "replace").rstrip("\r")
+                del buf[:nl + 1]
+                self._scanned = 0
+                self._log("<", text)
+                return text
+            self._scanned = len(buf)
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise MiTimeout(f"no answer from gdb to `{waiting_for}` in time; "
+                                f"last lines of the session:\n{self.transcript_tail()}")
+            data = self._io.read(left)
+            if data is None:
+                continue
+            if data == b"":
+                if buf:
+                    buf += b"\n"
+                    continue
+                status = self._io.exit_status()
+                raise GdbDied(f"gdb exited (status {status}) while waiting for `{waiting_for}`; "
+                              f"last lines of the session:\n{self.transcript_tail()}")
+            buf += data
+
+    def _next_record(self, deadline: float, waiting_for: str) -> dict | None:
+        """The next parsed record; None for a prompt line."""
+        line = self._next_line(deadline, waiting_for)
+        if line.startswith("(gdb)") or not line:
+            return None
+        rec = _parse_memory_result(line) or parse_response(line)
+        t = rec["type"]
+        if t == "notify":
+            self.notifications.append(rec)
+            if rec["message"] == "stopped":
+                self._stops.append(rec.get("payload") or {})
+        return rec
+
+    def _read_until_prompt(self, timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while True:
+            line = self._next_line(deadline, what)
+            if line.startswith("(gdb)"):
+                return
+            if line:
+                rec = parse_response(line)
+                if rec["type"] == "notify":
+                    self.notifications.append(rec)
+
+    # -- commands ------------------------------------------------------------------------
+    def _execute(self, mi: str, timeout: float) -> tuple[dict, list[str]]:
+        if self._closed:
+            raise MiError(f"`{mi}`: the gdb session is closed")
+        self._token += 1
+        token = self._token
+        line = f"{token}{mi}"
+        self._log(">", line)
+        self._io.write(line.encode() + b"\n")
+        deadline = time.monotonic() + timeout
+        streams: list[str] = []
+        while True:
+            rec = self._next_record(deadline, mi)
+            if rec is None:
+                continue
+            t = rec["type"]
+            if t == "result":
+                if rec.get("token") != token:
+                    continue  # the late answer of a command that timed out
+                if rec["message"] == "error":
+                    msg = (rec.get("payload") or {}).get("msg", "")
+                    if _TARGET_GONE_RE.search(msg) or _TARGET_GONE_RE.search("".join(streams)):
+                        raise TargetGone(f"the gdbstub went away during `{mi}`: {msg.strip()}")
+                    raise GdbError(mi, msg)
+                return rec, streams
+            if t in ("console", "target", "log", "output"):
+                streams.append(rec["payload"] or "")
+
+    def command(self, mi: str, timeout: float = DEFAULT_TIMEOUT) -> dict:
+        """Send one MI command and return its parsed result record
+        ({"type": "result", "message": "done", "payload": {...}, "token": N}).
+        Raises GdbError on ^error, MiTimeout, GdbDied or TargetGone."""
+        return self._execute(mi, timeout)[0]
+
+    def console(self, cli: str, timeout: float = DEFAULT_TIMEOUT) -> str:
+        """Run a CLI command and return what it printed."""
+        _, streams = self._execute(f"-interpreter-exec console {mi_quote(cli)}", timeout)
+        return "".join(streams)
+
+    # -- target ----------------------------------------------------------------------------
+    def connect(self, endpoint: str, timeout: float = 20.0) -> dict:
+        """Attach to a gdbstub: a unix socket path or HOST:PORT. QEMU stops the
+        guest when gdb connects. Returns the *stopped record of the attach."""
+        target = _gdb_target(endpoint)
+        self._stops.clear()
+        try:
+            # gdb takes the argument verbatim (quotes would become part of the path).
+            self._execute(f"-target-select remote {target}", timeout)
+        except (GdbError, TargetGone) as e:
+            msg = e.msg if isinstance(e, GdbError) else str(e)
+            raise ConnectError(f"cannot reach the gdbstub at {endpoint}: {msg.strip()}") from None
+        self.connected_to = endpoint
+        return self._stops.pop() if self._stops else {}
+
+    def load_elf(self, path: str | Path) -> None:
+        if not Path(path).is_file():
+            raise MiError(f"ELF {path} does not exist")
+        self.command(f"-file-exec-and-symbols {mi_quote(str(path))}")
+
+    def break_at(self, symbol: str) -> int:
+        """A breakpoint on the first instruction of `symbol`; returns its number."""
+        rec = self.command(f"-break-insert {mi_quote('*' + symbol)}")
+        return int(rec["payload"]["bkpt"]["number"])
+
+    def continue_until_stop(self, timeout: float) -> dict:
+        """Resume the target and wait for it to stop. Returns the *stopped record
+        (its "reason": "breakpoint-hit", "signal-received"... or "exited" when
+        the target went away, e.g. QEMU exited). On timeout the target is
+        interrupted and MiTimeout raised."""
+        self._stops.clear()
+        self.command("-exec-continue")
+        return self.wait_for_stop(timeout, "-exec-continue")
+
+    def wait_for_stop(self, timeout: float, what: str = "the target to stop") -> dict:
+        deadline = time.monotonic() + timeout
+        try:
+            while not self._stops:
+                rec = self._next_record(deadline, what)
+                if rec and rec["type"] in ("console", "target", "log"):
+                    self.target_output.append(rec["payload"] or "")
+                    if "Remote connection closed" in (rec["payload"] or ""):
+                        # gdb reports no *stopped for a stub that vanished while running.
+                        return {"reason": "exited", "detail": "remote connection closed"}
+        except MiTimeout:
+            self.interrupt()
+            raise MiTimeout(f"the target did not stop within {timeout}s after `{what}` "
+                            f"(interrupted it); last lines:\n{self.transcript_tail()}") from None
+        stopped = self._stops.popleft()
+        if stopped.get("reason") in ("exited", "exited-normally", "exited-signalled"):
+            stopped = dict(stopped, reason="exited")
+        return stopped
+
+    def interrupt(self, timeout: float = 5.0) -> dict | None:
+        """Stop a running target (best effort: None if it did not stop)."""
+        self._stops.clear()
+        try:
+            self.command("-exec-interrupt", timeout=timeout)
+            deadline = time.monotonic() + timeout
+            while not self._stops:
+                self._next_record(deadline, "-exec-interrupt")
+            return self._stops.popleft()
+        except MiError:
+            return None
+
+    def monitor(self, cmd: str, timeout: float = 60.0) -> str:
+        """A QEMU monitor command through the gdbstub; its output with \\n line ends."""
+        return self.console(f"monitor {cmd}", timeout).replace("\r\n", "\n")
+
+    def run_state(self) -> str:
+        """QEMU's run state as its monitor says it: "running", "paused",
+        "paused (prelaunch)", "paused (debug)"..."""
+        out = self.monitor("info status")
+        m = re.search(r"VM status:\s*(.+)", out)
+        if not m:
+            raise MiError(f"unexpected answer to `monitor info status`: {out!r}")
+        return m.group(1).strip()
+
+    def detach(self) -> None:
+        """Leave the target; QEMU resumes the guest."""
+        self.command("-target-detach")
+        self.connected_to = None
+
+    def disconnect(self) -> None:
+        """Leave the target without resuming it (QEMU keeps it stopped)."""
+        self.command("-target-disconnect")
+        self.connected_to = None
+
+    # -- registers -------------------------------------------------------------------------
+    def _register_numbers(self) -> dict[str, int]:
+        if self._reg_numbers is None:
+            names = self.command("-data-list-register-names")["payload"]["register-names"]
+            self._reg_numbers = {n: i for i, n in enumerate(names) if n}
+        return self._reg_numbers
+
+    def registers(self, names: list[str]) -> dict[str, int]:
+        """Register values as integers (gdb shows cr0/cr3/cr4/efer as flag
+        sets; the `x` format gives the number). One MI round trip."""
+        numbers = self._register_numbers()
+        missing = [n for n in names if n not in numbers]
+        if missing:
+            raise MiError(f"the target has no register {', '.join(missing)} "
+                          f"(it has: {' '.join(sorted(numbers))})")
+        rec = self.command("-data-list-register-values x " + " ".join(str(numbers[n]) for n in names))
+        by_number = {int(v["number"]): v["value"] for v in rec["payload"]["register-values"]}
+        out = {}
+        for n in names:
+            raw = by_number.get(numbers[n])
+            try:
+                out[n] = int(raw, 16)
+            except (TypeError, ValueError):
+                raise MiError(f"register {n}: gdb gave {raw!r}, not a number") from None
+        return out
+
+    def set_register(self, name: str, value: int, verify: bool = True) -> None:
+        """Write a register through the gdbstub; with `verify`, read it back
+        from the target (not gdb's cache) and fail if the target changed it."""
+        self._register_numbers()
+        if name not in self._reg_numbers:
+            raise MiError(f"the target has no register {name}")
+        self.command(f"-data-evaluate-expression {mi_quote(f'${name}={value:#x}')}")
+        if verify:
+            self.console("maint flush register-cache")
+            got = self.registers([name])[name]
+            if got != value:
+                raise MiError(f"register {name}: wrote {value:#x}, the target holds {got:#x}")
+
+    # -- memory ----------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def physical_mode(self) -> Iterator[None]:
+        """Memory accesses inside go to guest-physical addresses. QEMU's
+        Qqemu.PhyMemMode is one global switch of its gdbstub: it is always
+        switched back, even when the body fails."""
+        self._phy_mem_mode(1)
+        ok = False
+        try:
+            yield
+            ok = True
+        finally:
+            try:
+                self._phy_mem_mode(0)
+            except MiError:
+                if ok:
+                    raise
+                # The body's error is the one worth reporting.
+
+    def _phy_mem_mode(self, on: int) -> None:
+        out = self.console(f"maint packet Qqemu.PhyMemMode:{on}")
+        if 'received: "OK"' not in out:
+            raise MiError("the gdbstub does not support physical memory access "
+                          f"(Qqemu.PhyMemMode:{on} answered {out.strip()!r}); is it QEMU?")
+
+    def read_memory(self, addr: int, size: int, timeout: float = 60.0) -> bytes:
+        """`size` bytes at `addr` in the current (virtual or physical) mode."""
+        if size <= 0:
+            return b""
+        rec = self.command(f"-data-read-memory-bytes {addr:#x} {size}", timeout)
+        blocks = rec["payload"]["memory"]
+        data = bytearray()
+        pos = addr
+        for b in blocks:
+            begin = int(b["begin"], 16)
+            if begin != pos:
+                break
+            chunk = bytes.fromhex(b["contents"])
+            data += chunk
+            pos += len(chunk)
+        if len(data) < size:
+            raise MiError(f"could only read {len(data)} of {size} bytes at {addr:#x} "
+                          f"(first unreadable address {pos:#x})")
+        return bytes(data[:size])
+
+    def write_memory(self, addr: int, data: bytes, timeout: float = 60.0) -> None:
+        if data:
+            self.command(f"-data-write-memory-bytes {addr:#x} {data.hex()}", timeout)
+
+    def read_physical(self, addr: int, size: int) -> bytes:
+        if addr + size > 1 << 32:
+            raise MiError(f"physical {addr:#x}+{size:#x} is above 4 GiB: gdb's i386 "
+                          "addresses are 32-bit")
+        with self.physical_mode():
+            return self.read_memory(addr, size)
+
+    def write_physical(self, addr: int, data: bytes) -> None:
+        with self.physical_mode():
+            self.write_memory(addr, data)
+
+    def read_virtual(self, addr: int, size: int) -> bytes:
+        return self.read_memory(addr, size)
+
+    def read_u32(self, addr: int) -> int:
+        return int.from_bytes(self.read_virtual(addr, 4), "little")
+
+    # -- symbols ---------------------------------------------------------------------------
+    def evaluate(self, expr: str) -> str:
+        return self.command(f"-data-evaluate-expression {mi_quote(expr)}")["payload"]["value"]
+
+    def symbol_address(self, name: str) -> int:
+        value = self.evaluate(f"(unsigned long)&{name}")
+        try:
+            return int(value.split()[0], 0)
+        except (ValueError, IndexError):
+            raise MiError(f"address of {name}: gdb gave {value!r}") from None
+
+    def symbol_value(self, name: str) -> int:
+        """The 32-bit value stored at symbol `name` (read through the CPU's
+        current address translation)."""
+        return self.read_u32(self.symbol_address(name))
+
+    def version(self) -> str:
+        out = self.console("show version")
+        return out.splitlines()[0].strip() if out else ""
+
+    # -- end -------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Ask gdb to exit, then make sure it did. Never raises."""
+        if self._closed:
+            return
+        self._closed = True
+        io = getattr(self, "_io", None)
+        if io is not None:
+            try:
+                if io.exit_status() is None and not isinstance(io, ReplayTransport):
+                    self._log(">", "-gdb-exit")
+                    io.write(b"-gdb-exit\n")
+                    deadline = time.monotonic() + 1.0
+                    while io.exit_status() is None and time.monotonic() < deadline:
+                        data = io.read(0.05)
+                        if data == b"":
+                            break
+                        if data:
+                            for ln in data.decode("utf-8", "replace").splitlines():
+                                self._log("<", ln)
+            except Exception:
+                pass
+            finally:
+                io.close()
+        if self._transcript:
+            self._transcript.close()
+            self._transcript = None
+
+
+# A memory read's result carries megabytes of hex: pygdbmi's parser walks the
+# record character by character (0.19 s for 448 pages), this takes a few ms.
+_MEMORY_RESULT_RE = re.compile(r"(\d+)\^done,memory=\[(.*)\]")
+_MEMORY_BLOCK_RE = re.compile(r'\{begin="(0x[0-9a-f]+)",offset="(0x[0-9a-f]+)",'
+                              r'end="(0x[0-9a-f]+)",contents="([0-9a-f]*)"\}')
+
+
+def _parse_memory_result(line: str) -> dict | None:
+    """The record pygdbmi would make of a -data-read-memory-bytes result, or
+    None when the line is anything else (pygdbmi parses it then)."""
+    if "^done,memory=[" not in line[:40]:
+        return None
+    m = _MEMORY_RESULT_RE.fullmatch(line)
+    if not m:
+        return None
+    inner = m.group(2)
+    blocks, covered = [], 0
+    for b in _MEMORY_BLOCK_RE.finditer(inner):
+        blocks.append(dict(zip(("begin", "offset", "end", "contents"), b.groups())))
+        covered += b.end() - b.start()
+    if covered + max(len(blocks) - 1, 0) != len(inner):
+        return None
+    return {"type": "result", "message": "done", "payload": {"memory": blocks},
+            "token": int(m.group(1))}
+
+
+def _gdb_settings(extra: list[str] | None) -> list[str]:
+    """Settings as -iex options (no round trip each)."""
+    settings = [
+        "set confirm off", "set pagination off", "set width 0", "set height 0",
+        # A stub that accepts the connection but never answers must not hang us.
+        "set tcp connect-timeout 5", "set remotetimeout 10",
+        # Memory is re-read every time: the walker's reads must see what the CPU sees.
+        "set code-cache off", "set stack-cache off",
+    ]
+    args: list[str] = []
+    for s in settings:
+        args += ["-iex", s]
+    return args + list(extra or [])
+
+
+def _gdb_target(endpoint: str) -> str:
+    """gdb's `target remote` argument for a unix socket path or HOST:PORT."""
+    if any(c.isspace() for c in endpoint):
+        raise ConnectError(f"gdbstub endpoint {endpoint!r} contains white space")
+    if "/" in endpoint or os.path.exists(endpoint):
+        if not os.path.exists(endpoint):
+            raise ConnectError(f"cannot reach the gdbstub at {endpoint}: no such socket")
+        return endpoint
+    m = re.fullmatch(r"(\[[0-9a-fA-F:]+\]|[A-Za-z0-9_.-]*):([0-9]{1,5})", endpoint)
+    if not m or not 0 < int(m.group(2)) < 65536:
+        raise ConnectError(f"gdbstub endpoint {endpoint!r} is neither a unix socket path "
+                           "nor HOST:PORT")
+    host = m.group(1) or "localhost"
+    return f"tcp:{host}:{m.group(2)}"
+
+
+class GdbMemory:
+    """walker.PhysMemory over an MI session: adjacent pages are read together
+    in one physical read (one MI command)."""
+
+    def __init__(self, session: MiSession, max_read: int = 1 << 22):
+        self.session = session
+        self.max_read = max_read
+        self.reads = 0  # MI reads done, for benchmarks
+
+    def read_pages(self, addrs: list[int]) -> dict[int, bytes]:
+        pages = sorted(set(addrs))
+        out: dict[int, bytes] = {}
+        if not pages:
+            return out
+        if pages[-1] + x86.PAGE_SIZE > 1 << 32:
+            raise MiError(f"table page at physical {pages[-1]:#x} is above 4 GiB: gdb's i386 "
+                          "addresses are 32-bit")
+        with self.session.physical_mode():
+            for start, count in _runs(pages, self.max_read // x86.PAGE_SIZE):
+                data = self.session.read_memory(start, count * x86.PAGE_SIZE)
+                self.reads += 1
+                for i in range(count):
+                    out[start + i * x86.PAGE_SIZE] = data[i * x86.PAGE_SIZE:(i + 1) * x86.PAGE_SIZE]
+        return out
+
+
+def _runs(pages: list[int], max_pages: int) -> Iterator[tuple[int, int]]:
+    """Sorted page addresses as (start, count) runs of adjacent pages."""
+    start = prev = pages[0]
+    count = 1
+    for p in pages[1:]:
+        if p == prev + x86.PAGE_SIZE and count < max_pages:
+            count += 1
+        else:
+            yield start, count
+            start, count = p, 1
+        prev = p
+    yield start, count

@@ -1,0 +1,378 @@
+"""QEMU for one run: the command line of a machine, started stopped with its
+gdbstub on an endpoint of its own, serial output in a file, and a teardown
+that leaves no process behind.
+
+Also home of the child-process hygiene every layer above uses (gdb too): each
+child runs in its own process group with PR_SET_PDEATHSIG=SIGKILL, so even a
+SIGKILLed Python takes it down; the rest are stopped politely, then forcefully,
+on exit, SIGTERM and Ctrl-C.
+"""
+from __future__ import annotations
+
+import atexit
+import ctypes
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+# Exit status the harness reports when it had to kill QEMU (docs/guest-contract.md).
+TIMEOUT_STATUS = 124
+
+# A unix socket path must fit in sockaddr_un.sun_path (108 bytes with the NUL).
+_SUN_PATH_MAX = 107
+
+
+class QemuError(Exception):
+    """Anything that went wrong with QEMU itself."""
+
+
+class QemuLaunchError(QemuError):
+    """QEMU did not come up: carries the command, its exit code and its output."""
+
+    def __init__(self, message: str, command: list[str] | None = None,
+                 exit_code: int | None = None, output: str = ""):
+        self.command = command or []
+        self.exit_code = exit_code
+        self.output = output
+        detail = [message]
+        if command:
+            detail.append(f"command: {shlex.join(command)}")
+        if exit_code is not None:
+            detail.append(f"exit code: {exit_code}")
+        if output.strip():
+            detail.append("output:\n" + output.rstrip())
+        super().__init__("\n".join(detail))
+
+
+# --------------------------------------------------------------------------------------
+# Child processes: started so that they cannot outlive us.
+# --------------------------------------------------------------------------------------
+
+_PR_SET_PDEATHSIG = 1
+_children: dict[int, subprocess.Popen] = {}
+_children_lock = threading.Lock()
+_hooks_installed = False
+
+
+def _child_setup(parent_pid: int) -> None:
+    """Runs in the child between fork and exec: die with the parent."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except OSError:
+        pass
+    # The parent may have died before prctl took effect.
+    if os.getppid() != parent_pid:
+        os._exit(1)
+
+
+def spawn(argv: list[str], **popen_args) -> subprocess.Popen:
+    """Start a child in its own process group, tied to this process's life.
+
+    Ctrl-C in a terminal then reaches only us (the children do not react on
+    their own, we stop them in order); PDEATHSIG covers a SIGKILLed parent.
+    """
+    _install_hooks()
+    parent = os.getpid()
+    proc = subprocess.Popen(argv, start_new_session=True,
+                            preexec_fn=lambda: _child_setup(parent), **popen_args)
+    with _children_lock:
+        _children[proc.pid] = proc
+    return proc
+
+
+def stop(proc: subprocess.Popen, grace: float = 2.0) -> int:
+    """Stop a child: SIGTERM, wait `grace` seconds, then SIGKILL. Returns its
+    exit status. Signals go to its process group while the leader lives (a
+    reaped leader's group id may already belong to someone else)."""
+    try:
+        if proc.poll() is None:
+            _signal_group(proc, signal.SIGTERM)
+            try:
+                proc.wait(grace)
+            except subprocess.TimeoutExpired:
+                _signal_group(proc, signal.SIGKILL)
+                proc.wait(5)
+    finally:
+        forget(proc)
+    return proc.returncode
+
+
+def forget(proc: subprocess.Popen) -> None:
+    with _children_lock:
+        _children.pop(proc.pid, None)
+
+
+def live_children() -> list[subprocess.Popen]:
+    with _children_lock:
+        return [p for p in _children.values() if p.poll() is None]
+
+
+def _signal_group(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except (ProcessLookupError, PermissionError):
+        try:
+            proc.send_signal(sig)
+        except (ProcessLookupError, OSError):
+            pass
+
+
+def _kill_all_children() -> None:
+    with _children_lock:
+        procs = list(_children.values())
+        _children.clear()
+    for p in procs:
+        if p.poll() is None:
+            _signal_group(p, signal.SIGKILL)
+            try:
+                p.wait(5)
+            except subprocess.TimeoutExpired:
+                pass
+
+
+def _on_sigterm(signum, frame):
+    _kill_all_children()
+    # Die of the signal as if we had not caught it.
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+
+
+def _install_hooks() -> None:
+    """atexit always; a SIGTERM handler only if nobody else installed one and
+    we are in the main thread (a library must not steal signal handling)."""
+    global _hooks_installed
+    if _hooks_installed:
+        return
+    _hooks_installed = True
+    atexit.register(_kill_all_children)
+    if threading.current_thread() is threading.main_thread():
+        if signal.getsignal(signal.SIGTERM) in (signal.SIG_DFL, None):
+            signal.signal(signal.SIGTERM, _on_sigterm)
+
+
+# --------------------------------------------------------------------------------------
+# The machine and its command line.
+# --------------------------------------------------------------------------------------
+
+_MEMORY_RE = re.compile(r"^[1-9][0-9]*[KMGT]?$")
+_FLAG_RE = re.compile(r"^[a-z0-9][a-z0-9_.-]*$")
+
+
+@dataclass(frozen=True)
+class Machine:
+    """One QEMU machine, as docs/guest-contract.md expects it.
+
+    cpu: CPU feature flags on top of `cpu_model`, e.g. {"pse": True, "nx": False}.
+    kernel: a multiboot ELF (or None: the machine boots nothing, e.g. for a
+    person who attaches to it).
+    """
+
+    kernel: str | Path | None
+    memory: str = "128M"
+    cpu: dict[str, bool] = field(default_factory=dict)
+    append: str = ""
+    accel: str = "tcg"
+    qemu: str = "qemu-system-i386"
+    extra: tuple[str, ...] = ()
+    cpu_model: str = "qemu32"
+    machine: str = "pc"
+
+    def validate(self) -> None:
+        """Raise ValueError naming the bad field; nothing is started before this passes."""
+        if not _MEMORY_RE.match(str(self.memory)):
+            raise ValueError(f"memory {self.memory!r} is not a size like 128M")
+        for name, on in self.cpu.items():
+            if not _FLAG_RE.match(name):
+                raise ValueError(f"cpu flag name {name!r} is not a QEMU feature name")
+            if not isinstance(on, bool):
+                raise ValueError(f"cpu flag {name}={on!r}: the value must be True or False")
+        if not _FLAG_RE.match(self.cpu_model):
+            raise ValueError(f"cpu model {self.cpu_model!r} is not a QEMU cpu model name")
+        if self.kernel is not None and not Path(self.kernel).is_file():
+            raise ValueError(f"kernel {self.kernel} does not exist")
+        if "\n" in self.append:
+            raise ValueError("append must be one line")
+
+    def cpu_option(self) -> str:
+        flags = [f"{n}={'on' if on else 'off'}" for n, on in self.cpu.items()]
+        return ",".join([self.cpu_model, *flags])
+
+    def arguments(self, serial_log: Path, gdb_option: str | None) -> list[str]:
+        """QEMU's command line; -S and -gdb only when `gdb_option` is given."""
+        args = [self.qemu, "-machine", self.machine, "-accel", self.accel,
+                "-cpu", self.cpu_option(), "-m", str(self.memory)]
+        if self.kernel is not None:
+            args += ["-kernel", str(self.kernel)]
+            if self.append:
+                args += ["-append", self.append]
+        args += ["-display", "none", "-monitor", "none",
+                 "-serial", "file:" + _qemu_opt_value(str(serial_log)),
+                 "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04", "-no-reboot"]
+        if gdb_option is not None:
+            args += ["-S", "-gdb", gdb_option]
+        args += list(self.extra)
+        return args
+
+
+def _qemu_opt_value(s: str) -> str:
+    # In QEMU option strings a comma separates options; a literal one is doubled.
+    return s.replace(",", ",,")
+
+
+def _short_socket_dir() -> Path:
+    """A fresh private directory whose socket path fits in sun_path."""
+    base = tempfile.gettempdir()
+    if len(base) > 60:
+        base = "/tmp"
+    return Path(tempfile.mkdtemp(prefix="pth-", dir=base))
+
+
+class QemuProcess:
+    """QEMU for one run: started stopped (-S) with its gdbstub on a unix socket
+    of its own, so parallel runs never collide; a context manager that always
+    takes QEMU down on the way out.
+
+    `gdb_endpoint` is the socket path, `serial_log` the guest's serial output,
+    `log` QEMU's own stdout/stderr.
+    """
+
+    def __init__(self, machine: Machine, run_dir: str | Path, *, start_timeout: float = 10.0):
+        machine.validate()
+        self.machine = machine
+        self.run_dir = Path(run_dir)
+        self.serial_log = self.run_dir / "serial.log"
+        self.log = self.run_dir / "qemu.log"
+        self.start_timeout = start_timeout
+        self.gdb_endpoint: str | None = None
+        self.timed_out = False
+        self._socket_dir: Path | None = None
+        self._proc: subprocess.Popen | None = None
+        self._log_file = None
+
+    # -- life cycle --------------------------------------------------------------------
+    def __enter__(self) -> "QemuProcess":
+        self.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.terminate()
+
+    def start(self) -> None:
+        if self._proc is not None:
+            raise QemuError("this QemuProcess was already started")
+        exe = shutil.which(self.machine.qemu)
+        if exe is None:
+            raise QemuLaunchError(f"QEMU binary {self.machine.qemu!r} not found in PATH")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self._socket_dir = _short_socket_dir()
+        sock = str(self._socket_dir / "gdb.sock")
+        if len(sock) > _SUN_PATH_MAX:  # pragma: no cover - _short_socket_dir prevents it
+            raise QemuLaunchError(f"gdb socket path too long for a unix socket: {sock}")
+        self.gdb_endpoint = sock
+        argv = self.command_line()
+        self._log_file = open(self.log, "wb")
+        try:
+            self._proc = spawn(argv, stdin=subprocess.DEVNULL, stdout=self._log_file,
+                               stderr=subprocess.STDOUT)
+        except OSError as e:
+            self._cleanup_files()
+            raise QemuLaunchError(f"cannot start QEMU: {e}", argv) from e
+        self._wait_for_socket(argv)
+
+    def _wait_for_socket(self, argv: list[str]) -> None:
+        """QEMU creates the listening socket before it runs anything; a QEMU
+        that exits first (bad option, missing file) is a launch error."""
+        deadline = time.monotonic() + self.start_timeout
+        delay = 0.001
+        assert self._proc is not None and self.gdb_endpoint is not None
+        while not os.path.exists(self.gdb_endpoint):
+            code = self._proc.poll()
+            if code is not None:
+                self.terminate()
+                raise QemuLaunchError("QEMU exited before its gdbstub came up", argv,
+                                      code, self.output())
+            if time.monotonic() > deadline:
+                self.terminate()
+                raise QemuLaunchError(
+                    f"QEMU's gdbstub socket did not appear within {self.start_timeout}s",
+                    argv, None, self.output())
+            time.sleep(delay)
+            delay = min(delay * 2, 0.02)
+
+    def wait(self, timeout: float | None) -> int:
+        """Wait for QEMU to exit and return its status: the guest's
+        (code << 1) | 1, 0 when the guest never reached the exit device,
+        128 + N when a signal N ended it, or 124 after a timeout (QEMU is then
+        killed)."""
+        if self._proc is None:
+            raise QemuError("QEMU was not started")
+        try:
+            self._proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.timed_out = True
+            self.terminate()
+            return TIMEOUT_STATUS
+        status = self.exit_status
+        self.terminate()  # reap the group and remove the socket directory
+        return status
+
+    @property
+    def exit_status(self) -> int | None:
+        if self._proc is None or self._proc.returncode is None:
+            return None
+        if self.timed_out:
+            return TIMEOUT_STATUS
+        rc = self._proc.returncode
+        return 128 - rc if rc < 0 else rc
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def alive(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def terminate(self) -> None:
+        """Stop QEMU (politely, then forcefully) and remove the socket directory.
+        Safe to call more than once."""
+        try:
+            if self._proc is not None:
+                stop(self._proc)
+        finally:
+            self._cleanup_files()
+
+    def _cleanup_files(self) -> None:
+        if self._log_file is not None:
+            self._log_file.close()
+            self._log_file = None
+        if self._socket_dir is not None:
+            shutil.rmtree(self._socket_dir, ignore_errors=True)
+            self._socket_dir = None
+
+    def output(self) -> str:
+        """QEMU's own stdout/stderr so far."""
+        try:
+            return self.log.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    # -- command lines -----------------------------------------------------------------
+    def command_line(self) -> list[str]:
+        """The exact argv of this run (the gdbstub on its unix socket)."""
+        endpoint = self.gdb_endpoint or str(Path(tempfile.gettempdir()) / "pth-XXXX" / "gdb.sock")
+        return self.machine.arguments(
+            self.serial_log, f"unix:{_qemu_opt_value(endpoint)},server=on,wait=off")
+
+    def shell_command(self, gdb_port: int = 1234) -> str:
+        """The same machine as a line a person can paste: the gdbstub on TCP
+        `gdb_port` (attach with `gdb -ex 'target remote :PORT'`)."""
+        return shlex.join(self.machine.arguments(self.serial_log, f"tcp::{gdb_port}"))
