@@ -255,9 +255,12 @@ class SpecLayout:
     text_end: int       # __init_end: executable up to and including its page
 
     @classmethod
-    def of(cls, s: Scenario, init_end: int) -> "SpecLayout":
+    def of(cls, s: Scenario, init_end: int, ram_bytes: int | None = None) -> "SpecLayout":
+        """ram_bytes: the RAM the firmware reports (default: QEMU's -m)."""
         geo = x86.geometry(s.pae)
-        ram = s.memory if s.mem_limit is None else min(s.memory, s.mem_limit)
+        ram = s.memory if ram_bytes is None else ram_bytes
+        if s.mem_limit is not None:
+            ram = min(ram, s.mem_limit)
         max_pfn = ram >> x86.PAGE_SHIFT
         maxmem = VA_TOP - x86.PAGE_OFFSET - (VMALLOC_RESERVE + s.reservetop)
         top = (VA_TOP - s.reservetop - x86.PAGE_SIZE) if s.reservetop else 0xFFFFF000
