@@ -6,6 +6,10 @@ physical memory, starting from the "before" snapshot taken at the entry of
 pagetable_init.  The prediction is the final registers, every table page,
 every page the boot allocator hands out (in order) and the paravirt hook log.
 
+Two paravirt backends: native (bare hardware) and the Xen-like one of
+docs/xen.md, whose hypervisor side (which frames are tables, the refused
+update) is simulated as far as it changes the outcome.
+
 Written from shared/spec/kernel-facts.md and the seed patch only, never from
 the guest, so that a misreading on either side shows up as a mismatch.  The
 functions carry the kernel's names and the pre/post-patch differences sit at
@@ -32,6 +36,28 @@ VMALLOC_RESERVE_DEFAULT = 128 << 20
 HOOK_ALLOC_PD = 1
 HOOK_ALLOC_PT = 2
 HOOK_PIN = 3
+
+# The Xen-like case (docs/xen.md), by build (PAE?).
+XEN_HYPERVISOR_VIRT_START = {False: 0xFC000000, True: 0xF5800000}
+XEN_START_INFO_MAGIC = 0x584E4558  # "XENX"
+XEN_START_INFO_FIELDS = ("magic", "nr_pages", "shared_info", "pt_base", "nr_pt_frames",
+                         "hypervisor_virt_start", "reserve_top", "flags")
+FIX_PARAVIRT_BOOTMAP = 15  # fixmap slot of the shared-info page (CONFIG_PARAVIRT enum)
+
+# Hypervisor audit kinds (docs/xen.md, violation record).
+WRITABLE_TABLE = 1
+HYP_AREA_WRITE = 2
+UNANNOUNCED_TABLE = 3
+KERNEL_PMD_REPLACED = 4
+VIOLATION_NAMES = {WRITABLE_TABLE: "WRITABLE_TABLE", HYP_AREA_WRITE: "HYP_AREA_WRITE",
+                   UNANNOUNCED_TABLE: "UNANNOUNCED_TABLE",
+                   KERNEL_PMD_REPLACED: "KERNEL_PMD_REPLACED"}
+
+
+def xen_reserve(pae: bool) -> int:
+    """What the Xen-like start reserves at the top: -HYPERVISOR_VIRT_START + 2 pages."""
+    return (-XEN_HYPERVISOR_VIRT_START[pae] + 2 * x86.PAGE_SIZE) & MASK32
+
 
 # Layout symbols the model needs from the guest ELF.
 REQUIRED_SYMBOLS = ("swapper_pg_dir", "empty_zero_page", "_text", "_etext", "__init_end", "_end")
@@ -83,6 +109,23 @@ class KernelConfig:
                              " (MAXMEM would not be positive)")
         if not 1 <= self.fixmap_entries <= 1024:
             raise ModelError(f"fixmap_entries must be in 1..1024, got {self.fixmap_entries}")
+        if self.pv == "xen" and self.reservetop:
+            raise ModelError("reservetop= is not allowed with pv=xen (the guest exits with"
+                             " code 4): Xen sets the top of the address space itself")
+
+    # CPUID as the kernel sees it: Xen hides PSE and PGE from PV guests (docs/xen.md).
+    @property
+    def kernel_pse(self) -> bool:
+        return self.cpu_pse and self.pv != "xen"
+
+    @property
+    def kernel_pge(self) -> bool:
+        return self.cpu_pge and self.pv != "xen"
+
+    @property
+    def reserve(self) -> int:
+        """reserve_top_address(): reservetop= natively, the hypervisor's area under Xen."""
+        return xen_reserve(self.pae) if self.pv == "xen" else self.reservetop
 
 
 @dataclass(frozen=True)
@@ -108,6 +151,7 @@ class Layout:
     swapper_pg_dir: int  # physical
     empty_zero_page: int  # physical
     init_end: int  # virtual __init_end, the inclusive end of is_kernel_text
+    hypervisor_virt_start: int = 0  # pv=xen: where the hypervisor's area starts (else 0)
 
     def fix_to_virt(self, idx: int) -> int:
         return (self.fixaddr_top - (idx << x86.PAGE_SHIFT)) & MASK32
@@ -117,7 +161,10 @@ class Layout:
         return x86.PAGE_OFFSET <= addr <= self.init_end
 
 
-def compute_layout(config: KernelConfig, image: KernelImage) -> Layout:
+def compute_layout(config: KernelConfig, image: KernelImage,
+                   nr_pages: int | None = None) -> Layout:
+    """nr_pages: under pv=xen, the start-info's page count (max_pfn comes from it;
+    without it, from ram_bytes, which the contract makes equal)."""
     g = x86.geometry(config.pae)
     syms = {}
     for name in REQUIRED_SYMBOLS:
@@ -126,14 +173,19 @@ def compute_layout(config: KernelConfig, image: KernelImage) -> Layout:
         except ElfError as e:
             raise ModelError(f"kernel image lacks a layout symbol: {e}") from None
 
-    max_pfn = config.ram_bytes >> x86.PAGE_SHIFT
+    xen = config.pv == "xen"
+    if xen and nr_pages is not None:
+        max_pfn = nr_pages  # xen_start_kernel: max_pfn from the start info
+    else:
+        max_pfn = config.ram_bytes >> x86.PAGE_SHIFT
     if config.mem_limit is not None:
         max_pfn = min(max_pfn, config.mem_limit >> x86.PAGE_SHIFT)  # mem= caps max_pfn
-    vmalloc_reserve = VMALLOC_RESERVE_DEFAULT + config.reservetop  # reserve_top_address()
+    reserve = config.reserve
+    vmalloc_reserve = VMALLOC_RESERVE_DEFAULT + reserve  # reserve_top_address()
     maxmem = (1 << 32) - x86.PAGE_OFFSET - vmalloc_reserve
     max_low_pfn = min(max_pfn, maxmem >> x86.PAGE_SHIFT)
 
-    fixaddr_top = (-config.reservetop - x86.PAGE_SIZE) & MASK32
+    fixaddr_top = (-reserve - x86.PAGE_SIZE) & MASK32
     fixaddr_boot_start = (fixaddr_top - (config.fixmap_entries << x86.PAGE_SHIFT)) & MASK32
     last_fix = (fixaddr_top - ((config.fixmap_entries - 1) << x86.PAGE_SHIFT)) & MASK32
     fixmap_start = last_fix & g.pmd_mask
@@ -147,7 +199,7 @@ def compute_layout(config: KernelConfig, image: KernelImage) -> Layout:
         supported = (1 << 64) - 1 if nx_active else ((1 << 64) - 1) & ~x86.NX
     else:
         supported = MASK32  # the 2-level builders apply no mask
-    glob = x86.GLOBAL if config.cpu_pge else 0
+    glob = x86.GLOBAL if config.kernel_pge else 0
     kernel = x86.PAGE_KERNEL_EXEC | glob | (x86.NX if config.pae else 0)
     return Layout(
         geometry=g, max_pfn=max_pfn, max_low_pfn=max_low_pfn, vmalloc_reserve=vmalloc_reserve,
@@ -157,20 +209,42 @@ def compute_layout(config: KernelConfig, image: KernelImage) -> Layout:
         prot_kernel=kernel & supported, prot_kernel_exec=(x86.PAGE_KERNEL_EXEC | glob),
         swapper_pg_dir=virt_to_phys(syms["swapper_pg_dir"]),
         empty_zero_page=virt_to_phys(syms["empty_zero_page"]),
-        init_end=syms["__init_end"])
+        init_end=syms["__init_end"],
+        hypervisor_virt_start=XEN_HYPERVISOR_VIRT_START[config.pae] if xen else 0)
 
 
 # ---------------------------------------------------------------------------------------------
 # Output
 # ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Violation:
+    """One finding of the Xen-like hypervisor's audit (docs/xen.md), as the model's
+    hypervisor would flag it.  Advisory: the model promises the tables, not the
+    guest's violation record.  frame_pa is the physical address of the frame
+    concerned (the table frame mapped writable, the unannounced target, the PMD
+    page refused, or the table page written in the hypervisor's area)."""
+
+    kind: int
+    entry_pa: int  # the entry written (0 for pin-time findings of kind 1)
+    value: int  # the value written (or found)
+    frame_pa: int
+    va: int  # the VA the entry covers (0 if unknown)
+
+    def __str__(self) -> str:
+        return (f"{VIOLATION_NAMES.get(self.kind, self.kind)}: entry {self.entry_pa:#x} ="
+                f" {self.value:#x}, frame {self.frame_pa:#x}, va {self.va:#x}")
+
+
 @dataclass
 class Prediction:
     """What paging_init must leave behind.
 
-    memory holds every table page (the before pages, the allocated ones and the
-    zero page used as PAE user PMD); allocations are physical addresses in
+    memory holds every table page (the before pages, the allocated ones and, natively
+    in PAE, the zero page used as user PMD); allocations are physical addresses in
     hand-out order; hook_log is (op, pfn) pairs in call order; roles says what
-    each allocated page became (for messages).
+    each allocated page became (for messages).  Under pv=xen, hypervisor_tables
+    is every frame the hypervisor knows as a table at the end (physical address ->
+    "pdpt", "pgd", "pmd" or "pte") and hypervisor_flags what its audit would flag.
     """
 
     config: KernelConfig
@@ -183,6 +257,8 @@ class Prediction:
     roles: dict[int, str] = field(default_factory=dict)
     direct_map_end_pfn: int = 0  # where kernel_physical_mapping_init stopped (PSE may overshoot)
     pkmap_page_table: int = 0  # physical address of the pkmap PTE page
+    hypervisor_tables: dict[int, str] = field(default_factory=dict)
+    hypervisor_flags: list[Violation] = field(default_factory=list)
 
     @property
     def entry_size(self) -> int:
@@ -206,11 +282,15 @@ class ParavirtBackend(Protocol):
     def set_pgd(self, k: "Kernel", addr: int, val: int) -> None: ...
     def set_pmd(self, k: "Kernel", addr: int, val: int) -> None: ...
     def set_pte(self, k: "Kernel", addr: int, val: int) -> None: ...
+    def check_kernel_write(self, k: "Kernel", pa: int, what: str) -> None: ...
+    def hypervisor_tables(self) -> dict[int, str]: ...
+    def hypervisor_flags(self) -> list[Violation]: ...
 
 
 class NativeBackend:
     """Bare hardware: plain stores, no-op allocation hooks, the mm code's own
-    native_pagetable_setup_start/done."""
+    native_pagetable_setup_start/done.  The pre-patch build calls its hooks at the
+    same two points (docs/xen.md); there they hold 2.6.21's inline code."""
 
     name = "native"
 
@@ -227,9 +307,16 @@ class NativeBackend:
                              f"={k.layout.swapper_pg_dir:#x}")
 
     def pagetable_setup_start(self, k: "Kernel", base: int) -> None:
-        k.native_pagetable_setup_start(base)
+        if k.prepatch:
+            k.prepatch_pagetable_setup(base)
+        else:
+            k.native_pagetable_setup_start(base)
+        if k.g.ptrs_per_pmd > 1:
+            k.mem.page(k.layout.empty_zero_page)  # the user PMD of PDPT slots 1..2: all zero
 
     def pagetable_setup_done(self, k: "Kernel", base: int) -> None:
+        # pre-patch: 2.6.21's inline low identity slot at the end of pagetable_init is
+        # the very same store.
         k.native_pagetable_setup_done(base)
 
     def alloc_pd(self, k: "Kernel", pfn: int) -> None:
@@ -247,8 +334,321 @@ class NativeBackend:
     def set_pte(self, k: "Kernel", addr: int, val: int) -> None:
         k.store(addr, val)
 
+    def check_kernel_write(self, k: "Kernel", pa: int, what: str) -> None:
+        pass  # head.S maps INIT_MAP_BEYOND_END past the tables: boot pages are reachable
 
-BACKENDS: dict[str, Callable[[], ParavirtBackend]] = {"native": NativeBackend}
+    def hypervisor_tables(self) -> dict[int, str]:
+        return {}
+
+    def hypervisor_flags(self) -> list[Violation]:
+        return []
+
+
+_SPAN = {"pdpt": 1 << 30, "pgd": 1 << 22, "pmd": 1 << 21, "pte": x86.PAGE_SIZE}
+
+
+class XenHypervisor:
+    """The hypervisor stage of docs/xen.md, as far as the outcome depends on it.
+
+    It knows which frames are tables (its own start-of-day tree plus every announced
+    frame), performs hyp_mmu_update -- refusing a PDPT slot update that would drop
+    its own PMD entries (kind 4), performing everything else -- and records what
+    its audit would flag.  It reads memory directly, not through the kernel's
+    __va(), so it is not limited to lowmem."""
+
+    def __init__(self, k: "Kernel"):
+        self.k = k
+        self.pae = k.g.ptrs_per_pmd > 1
+        self.hvs = XEN_HYPERVISOR_VIRT_START[self.pae]
+        self.tables: dict[int, str] = {}  # frame -> level
+        self.va_base: dict[int, int] = {}  # frame -> first VA it covers, where known
+        self.flags: list[Violation] = []
+        self.roots: set[int] = set()
+        root = k.cr3 & PAGE_MASK
+        self._learn_tree(root)
+        # The entries covering VA >= HVS, as built: PGD 1008..1023 / kernel PMD 428..511.
+        if self.pae:
+            slot = k.peek(root + (self.hvs >> 30) * 8)
+            if not slot & x86.PRESENT:
+                raise ModelError(f"before-state: the hypervisor's PDPT at {root:#x} has no"
+                                 f" PMD for slot {self.hvs >> 30} (the kernel's and its own)")
+            self.area_table = slot & PAGE_MASK
+            self.area_first = k.g.pmd_index(self.hvs)
+            self.area_count = k.g.ptrs_per_pmd
+        else:
+            self.area_table = root
+            self.area_first = k.g.pgd_index(self.hvs)
+            self.area_count = k.g.ptrs_per_pgd
+        self.area_entries = {i: k.peek(self.area_table + i * k.es)
+                             for i in range(self.area_first, self.area_count)}
+        # PTE pages A and B: every entry of theirs belongs to the hypervisor.
+        self.area_pages = {v & PAGE_MASK: bytes(k.mem.pages.get(v & PAGE_MASK, b""))
+                           for v in self.area_entries.values() if v & x86.PRESENT}
+
+    def _learn_tree(self, root: int) -> None:
+        k, g = self.k, self.k.g
+        self.tables[root] = "pdpt" if self.pae else "pgd"
+        self.va_base[root] = 0
+        self.roots.add(root)
+        if self.pae:
+            pmds = [(k.peek(root + i * 8), i << 30) for i in range(g.ptrs_per_pgd)]
+            pmds = [(e & PAGE_MASK, va) for e, va in pmds if e & x86.PRESENT]
+        else:
+            pmds = [(root, 0)]
+        for pmd, va in pmds:
+            if self.pae:
+                self.tables[pmd] = "pmd"
+                self.va_base[pmd] = va
+            step = g.pmd_size
+            for i in range(g.ptrs_per_pmd if self.pae else g.ptrs_per_pgd):
+                e = k.peek(pmd + i * k.es)
+                if e & x86.PRESENT and not e & x86.PSE:
+                    self.tables[e & PAGE_MASK] = "pte"
+                    self.va_base[e & PAGE_MASK] = (va + i * step) & MASK32
+
+    # -- the audit --------------------------------------------------------------------------
+    def _flag(self, kind: int, entry_pa: int, value: int, frame: int, va: int) -> None:
+        self.flags.append(Violation(kind, entry_pa, value, frame, va))
+
+    def _va(self, frame: int, level: str, idx: int) -> int:
+        base = self.va_base.get(frame)
+        return 0 if base is None else (base + idx * _SPAN[level]) & MASK32
+
+    def _in_area(self, frame: int, level: str, idx: int) -> bool:
+        if frame in self.area_pages:
+            return True
+        if self.pae:
+            return level == "pmd" and idx >= self.area_first
+        return level == "pgd" and idx >= self.area_first
+
+    def _keeps_area(self, value: int) -> bool:
+        """Would this PDPT slot value keep the hypervisor's PMD entries bit for bit?"""
+        if not value & x86.PRESENT:
+            return False
+        pmd = value & PAGE_MASK
+        return all(self.k.peek(pmd + i * 8) == v for i, v in self.area_entries.items())
+
+    def _linear_writable(self, frame: int, root: int | None = None) -> tuple[bool, int]:
+        entry = self.k.leaf_entry(x86.PAGE_OFFSET + frame, root)
+        if entry is None:
+            return False, 0
+        val = self.k.peek(entry)
+        return bool(val & x86.RW), val
+
+    # -- hypercalls -------------------------------------------------------------------------
+    def mmu_update(self, entry_pa: int, value: int) -> None:
+        """hyp_mmu_update: write one entry (CR0.WP cleared for the store), after the audit."""
+        k = self.k
+        frame = entry_pa & PAGE_MASK
+        level = self.tables.get(frame)
+        if level is not None:
+            idx = (entry_pa & (x86.PAGE_SIZE - 1)) // k.es
+            target = value & PAGE_MASK
+            if level == "pdpt" and idx == self.hvs >> 30 and not self._keeps_area(value):
+                va = self._va(frame, level, idx)
+                self.va_base.setdefault(target, va)
+                self._flag(KERNEL_PMD_REPLACED, entry_pa, value, target, va)
+                return  # refused: the write is not performed
+            if self._in_area(frame, level, idx):
+                self._flag(HYP_AREA_WRITE, entry_pa, value, frame, self._va(frame, level, idx))
+            if value & x86.PRESENT:
+                if level == "pte" or (level != "pdpt" and value & x86.PSE):  # a leaf
+                    if value & x86.RW and target in self.tables:
+                        self._flag(WRITABLE_TABLE, entry_pa, value, target,
+                                   self._va(frame, level, idx))
+                else:
+                    va = self.va_base[target] = self._va(frame, level, idx)
+                    if target not in self.tables:
+                        self._flag(UNANNOUNCED_TABLE, entry_pa, value, target, va)
+                    elif self._linear_writable(target)[0]:
+                        self._flag(WRITABLE_TABLE, entry_pa, value, target, va)
+        k.store(entry_pa, value)
+
+    def announce(self, pfn: int, level: str) -> None:
+        self.tables[pfn << x86.PAGE_SHIFT] = level
+
+    def new_baseptr(self, pa: int) -> None:
+        root = pa & PAGE_MASK
+        self.tables.setdefault(root, "pdpt" if self.pae else "pgd")
+        self.va_base[root] = 0
+        self.roots.add(root)
+        self.k.load_cr3(pa)
+
+    def pin(self, pfn: int) -> None:
+        """hyp_pin: validate the whole tree (flags only; pinning changes no entry)."""
+        k, g = self.k, self.k.g
+        root = pfn << x86.PAGE_SHIFT
+        frames = [root]
+        pmds = [root]
+        if self.pae:
+            pmds = [k.peek(root + i * 8) & PAGE_MASK for i in range(g.ptrs_per_pgd)
+                    if k.peek(root + i * 8) & x86.PRESENT]
+            frames += pmds
+        for pmd in pmds:
+            for i in range(g.ptrs_per_pmd if self.pae else g.ptrs_per_pgd):
+                e = k.peek(pmd + i * k.es)
+                if e & x86.PRESENT and not e & x86.PSE:
+                    frames.append(e & PAGE_MASK)
+        for frame in dict.fromkeys(frames):
+            writable, leaf = self._linear_writable(frame, root)
+            if writable:
+                self._flag(WRITABLE_TABLE, 0, leaf, frame, x86.PAGE_OFFSET + frame)
+        area = root
+        if self.pae:
+            slot = k.peek(root + (self.hvs >> 30) * 8)
+            area = slot & PAGE_MASK if slot & x86.PRESENT else None
+        for i, built in self.area_entries.items():
+            found = k.peek(area + i * k.es) if area is not None else 0
+            if found != built:
+                self._flag(HYP_AREA_WRITE, (area or 0) + i * k.es, found,
+                           area or 0, self._va(area, "pmd" if self.pae else "pgd", i)
+                           if area is not None else 0)
+        for page, built in self.area_pages.items():
+            now = bytes(k.mem.pages.get(page, b""))
+            for i in range(0, x86.PAGE_SIZE, k.es):
+                if now[i:i + k.es] != built[i:i + k.es]:
+                    self._flag(HYP_AREA_WRITE, page + i, k.peek(page + i), page,
+                               self._va(page, "pte", i // k.es))
+
+
+class XenBackend:
+    """The Xen-like paravirt_ops of docs/xen.md (kernel side), talking to the
+    simulated hypervisor: page-table writes are hypercalls, new table frames are
+    made read-only before they are linked, and setup-time set_pte keeps the RW
+    bit of a present entry."""
+
+    name = "xen"
+
+    def __init__(self) -> None:
+        self.hyp: XenHypervisor | None = None
+        self.runtime = False  # pagetable_setup_done switches set_pte to its run-time form
+        self.start_info: dict[str, int] = {}
+
+    def check_entry_state(self, k: "Kernel", before: Snapshot) -> None:
+        cpu, pae = before.cpu, k.config.pae
+        info = xen_start_info(before)
+        if not cpu.paging:
+            raise ModelError("before-state: paging is off (CR0.PG=0); the hypervisor starts"
+                             " the kernel with paging on")
+        if cpu.pae != pae:
+            raise ModelError(f"before-state: CR4.PAE={int(cpu.pae)}, but under pv=xen a"
+                             f" {'PAE' if pae else 'non-PAE'} build starts in its final paging"
+                             " mode")
+        if info["magic"] != XEN_START_INFO_MAGIC:
+            raise ModelError(f"before-state: start_info.magic={info['magic']:#x}, expected"
+                             f" {XEN_START_INFO_MAGIC:#x} (\"XENX\")")
+        hvs = XEN_HYPERVISOR_VIRT_START[pae]
+        if info["hypervisor_virt_start"] != hvs or info["reserve_top"] != xen_reserve(pae):
+            raise ModelError(
+                f"before-state: start_info has hypervisor_virt_start="
+                f"{info['hypervisor_virt_start']:#x}, reserve_top={info['reserve_top']:#x};"
+                f" docs/xen.md fixes {hvs:#x} and {xen_reserve(pae):#x} for this build")
+        pt_base = virt_to_phys(info["pt_base"])
+        if cpu.cr3 & PAGE_MASK != pt_base or info["pt_base"] & (x86.PAGE_SIZE - 1):
+            raise ModelError(f"before-state: CR3={cpu.cr3:#x}, expected __pa(pt_base)"
+                             f"={pt_base:#x} (start_info.pt_base={info['pt_base']:#x})")
+        self.start_info = info
+        self.hyp = XenHypervisor(k)
+
+    # -- kernel-side helpers -------------------------------------------------------------------
+    def make_readonly(self, k: "Kernel", pa: int) -> None:
+        """Clear RW in the frame's linear-map leaf (found through the current tables)
+        by hypercall, not set_pte: the early set_pte would keep the RW bit."""
+        va = (x86.PAGE_OFFSET + pa) & MASK32
+        entry = k.leaf_entry(va)
+        if entry is None:
+            raise ModelError(f"pv=xen: frame {pa:#x} has no linear mapping at {va:#x} in the"
+                             " current tables; the kernel cannot make it read-only")
+        self.hyp.mmu_update(entry, k.load(entry) & ~x86.RW)
+        # hyp_invlpg(va): the model keeps no TLB.
+
+    # -- paravirt_ops ----------------------------------------------------------------------
+    def pagetable_setup_start(self, k: "Kernel", base: int) -> None:
+        pt_base = k.cr3 & PAGE_MASK
+        if k.g.ptrs_per_pmd > 1:
+            for i in range(k.g.ptrs_per_pgd):
+                slot = k.load(pt_base + i * 8)
+                if slot & x86.PRESENT:
+                    pmd = k.alloc_bootmem_low_pages(f"pmd copy of the hypervisor's pgd[{i}]")
+                    k.copy_page(slot & PAGE_MASK, pmd)  # the PTE pages stay shared
+                    k.paravirt_alloc_pd(pmd >> x86.PAGE_SHIFT)
+                    self.make_readonly(k, pmd)
+                    k.set_pgd(base + i * 8, pmd | x86.PRESENT)
+                else:
+                    k.set_pgd(base + i * 8, 0)
+        else:
+            k.paravirt_alloc_pd(base >> x86.PAGE_SHIFT)
+            k.copy_page(pt_base, base)  # a plain memcpy: base is not a table yet
+        self.make_readonly(k, k.layout.empty_zero_page)
+        self.make_readonly(k, base)
+        self.hyp.new_baseptr(base)
+
+    def pagetable_setup_done(self, k: "Kernel", base: int) -> None:
+        self.runtime = True
+        k.set_fixmap(FIX_PARAVIRT_BOOTMAP, self.start_info["shared_info"], k.page_kernel)
+        k.hook_log.append((HOOK_PIN, base >> x86.PAGE_SHIFT))
+        self.hyp.pin(base >> x86.PAGE_SHIFT)
+        # No low identity mapping: the native setup_done's slot-0 copy does not happen.
+
+    def alloc_pd(self, k: "Kernel", pfn: int) -> None:
+        # Made read-only by the code that allocated it (setup_start does; 2.6.21's
+        # one_md_table_init does not).
+        self.hyp.announce(pfn, "pmd" if k.g.ptrs_per_pmd > 1 else "pgd")
+
+    def alloc_pt(self, k: "Kernel", pfn: int) -> None:
+        self.hyp.announce(pfn, "pte")
+        self.make_readonly(k, pfn << x86.PAGE_SHIFT)  # before the caller links it
+
+    def set_pgd(self, k: "Kernel", addr: int, val: int) -> None:
+        self.hyp.mmu_update(addr, val)
+
+    def set_pmd(self, k: "Kernel", addr: int, val: int) -> None:
+        self.hyp.mmu_update(addr, val)
+
+    def set_pte(self, k: "Kernel", addr: int, val: int) -> None:
+        if not self.runtime:
+            old = k.load(addr)
+            if old & x86.PRESENT:  # the early rule: a present entry keeps its RW bit
+                val = (val & ~x86.RW) | (old & x86.RW)
+        self.hyp.mmu_update(addr, val)
+
+    def check_kernel_write(self, k: "Kernel", pa: int, what: str) -> None:
+        # The kernel writes boot pages through its own mapping, which under Xen is only
+        # what the hypervisor built (CR0.WP is set: read-only faults in ring 0 too).
+        va = (x86.PAGE_OFFSET + pa) & MASK32
+        entry = k.leaf_entry(va)
+        if entry is None or not k.peek(entry) & x86.RW:
+            raise ModelError(f"pv=xen: the kernel would fault writing {what} at {va:#x}"
+                             f" (physical {pa:#x}): not mapped writable in the current tables")
+
+    def hypervisor_tables(self) -> dict[int, str]:
+        return dict(self.hyp.tables) if self.hyp else {}
+
+    def hypervisor_flags(self) -> list[Violation]:
+        return list(self.hyp.flags) if self.hyp else []
+
+
+BACKENDS: dict[str, Callable[[], ParavirtBackend]] = {"native": NativeBackend, "xen": XenBackend}
+
+
+def xen_start_info(before: Snapshot) -> dict[str, int]:
+    """The start-info block the guest read at pagetable_init entry (ints or hex strings)."""
+    raw = (before.guest or {}).get("start_info")
+    if not isinstance(raw, dict):
+        raise ModelError("before-state lacks guest variable 'start_info' (the Xen-like start"
+                         " info block); a pv=xen snapshot must record it")
+    out = {}
+    for name in XEN_START_INFO_FIELDS:
+        if name not in raw:
+            raise ModelError(f"before-state: start_info lacks field {name!r}")
+        v = raw[name]
+        try:
+            out[name] = int(v, 0) if isinstance(v, str) else int(v)
+        except (TypeError, ValueError):
+            raise ModelError(f"before-state: start_info.{name}={v!r} is not a number") from None
+    if out["nr_pages"] <= 0:
+        raise ModelError(f"before-state: start_info.nr_pages={out['nr_pages']} is not positive")
+    return out
 
 
 # ---------------------------------------------------------------------------------------------
@@ -268,6 +668,8 @@ class Kernel:
         self.es = self.g.entry_size
         self.prepatch = config.prepatch
         self.backend = backend
+        self.cpu_has_pse = config.kernel_pse  # CPUID as the kernel sees it
+        self.cpu_has_pge = config.kernel_pge
         cpu = before.cpu
         self.cr0, self.cr3, self.cr4, self.efer = cpu.cr0, cpu.cr3, cpu.cr4, cpu.efer
         self.mem = before.memory()
@@ -292,17 +694,53 @@ class Kernel:
                 f"{what} at physical {addr:#x} is outside lowmem (ends at {self.lowmem_end:#x}):"
                 " the kernel would fault dereferencing __va() of it")
 
-    def load(self, addr: int) -> int:
-        self._check_reachable(addr, "table entry read")
+    def peek(self, addr: int) -> int:
+        """One entry of physical memory, as a walker (not the kernel) reads it."""
         page = self.mem.pages.get(addr & ~(x86.PAGE_SIZE - 1))
         if page is None:
             return 0
         off = addr & (x86.PAGE_SIZE - 1)
         return int.from_bytes(page[off:off + self.es], "little")
 
+    def load(self, addr: int) -> int:
+        self._check_reachable(addr, "table entry read")
+        return self.peek(addr)
+
     def store(self, addr: int, val: int) -> None:
         self._check_reachable(addr, "table entry write")
         self.mem.write_entry(addr, self.es, val)
+
+    def copy_page(self, src: int, dst: int) -> None:
+        """memcpy of one page through __va()."""
+        self._check_reachable(src, "page copy source")
+        self._check_reachable(dst, "page copy destination")
+        self.backend.check_kernel_write(self, dst, "a page copy")
+        self.mem.pages[dst] = bytearray(self.mem.pages.get(src, bytes(x86.PAGE_SIZE)))
+
+    def pte_slot(self, va: int, root: int | None = None) -> int | None:
+        """Physical address of the last-level entry for va in the tables at root
+        (default: CR3): the PTE slot, or a large-page PMD/PDE; None when a table
+        level on the way is missing."""
+        g = self.g
+        root = self.cr3 if root is None else root
+        if g.ptrs_per_pmd > 1:
+            slot = self.peek((root & ~0x1F) + g.pgd_index(va) * 8)
+            if not slot & x86.PRESENT:
+                return None
+            pmd = (slot & PAGE_MASK) + g.pmd_index(va) * 8
+        else:
+            pmd = (root & PAGE_MASK) + g.pgd_index(va) * 4
+        e = self.peek(pmd)
+        if not e & x86.PRESENT:
+            return None
+        if e & x86.PSE and (g.ptrs_per_pmd > 1 or self.cr4 & x86.CR4_PSE):
+            return pmd
+        return (e & PAGE_MASK) + g.pte_index(va) * self.es
+
+    def leaf_entry(self, va: int, root: int | None = None) -> int | None:
+        """Physical address of the present leaf entry mapping va, or None."""
+        slot = self.pte_slot(va, root)
+        return slot if slot is not None and self.peek(slot) & x86.PRESENT else None
 
     def set_pgd(self, addr: int, val: int) -> None:
         self.backend.set_pgd(self, addr, val)
@@ -322,6 +760,7 @@ class Kernel:
         if pa in self.pages_in_use:
             raise ModelError(f"boot allocator would hand out {pa:#x} ({role}), a page that"
                              " already holds a boot page table")
+        self.backend.check_kernel_write(self, pa, f"boot page {pa:#x} ({role}) being zeroed")
         self.mem.pages[pa] = bytearray(x86.PAGE_SIZE)
         self.cursor += x86.PAGE_SIZE
         self.allocations.append(pa)
@@ -359,6 +798,15 @@ class Kernel:
     def is_kernel_text(self, addr: int) -> bool:
         return self.layout.is_kernel_text(addr)
 
+    def set_fixmap(self, idx: int, phys: int, prot: int) -> None:
+        """__set_fixmap: set_pte_pfn on __fix_to_virt(idx) in swapper_pg_dir."""
+        va = self.layout.fix_to_virt(idx)
+        slot = self.pte_slot(va, self.layout.swapper_pg_dir)
+        if slot is None:
+            raise ModelError(f"set_fixmap({idx}): no page table for {va:#x} in swapper_pg_dir;"
+                             " the kernel would BUG")
+        self.set_pte(slot, self.pfn_pte(phys >> x86.PAGE_SHIFT, prot))
+
     @staticmethod
     def pmd_none(val: int) -> bool:
         return (val & MASK32) == 0  # only the low word counts, even in PAE
@@ -374,6 +822,10 @@ class Kernel:
             pmd_table = self.alloc_bootmem_low_pages(f"pmd table for pgd[{idx}]")
             self.paravirt_alloc_pd(pmd_table >> x86.PAGE_SHIFT)  # before it is linked
             self.set_pgd(pgd, pmd_table | x86.PRESENT)
+            if self.prepatch:
+                # pre-patch: returns the page it allocated, linked or not (under Xen the
+                # link is refused and the page stays detached; docs/xen.md bug C).
+                return pmd_table
         return self.load(pgd) & PAGE_MASK
 
     def one_page_table_init(self, pmd: int) -> int:
@@ -425,7 +877,7 @@ class Kernel:
             pmd_idx = 0
             while pmd_idx < g.ptrs_per_pmd and pfn < max_low_pfn:
                 address = (pfn * x86.PAGE_SIZE + x86.PAGE_OFFSET) & MASK32
-                if self.config.cpu_pse:
+                if self.cpu_has_pse:
                     # Last byte of this large page; the page may run past max_low_pfn.
                     address2 = ((pfn + g.ptrs_per_pte - 1) * x86.PAGE_SIZE + x86.PAGE_OFFSET
                                 + x86.PAGE_SIZE - 1) & MASK32
@@ -493,14 +945,13 @@ class Kernel:
     def pagetable_init(self) -> None:
         lay, g = self.layout, self.g
         pgd_base = lay.swapper_pg_dir
-        if self.prepatch:
-            self.prepatch_pagetable_setup(pgd_base)
-        else:
-            self.paravirt_pagetable_setup_start(pgd_base)
+        # pre-patch: 2.6.21 had its setup inline; the prepatch build calls the hooks at the
+        # same point and the native backend runs that inline code there (docs/xen.md).
+        self.paravirt_pagetable_setup_start(pgd_base)
 
-        if self.config.cpu_pse:
+        if self.cpu_has_pse:
             self.set_in_cr4(x86.CR4_PSE)
-        if self.config.cpu_pge:
+        if self.cpu_has_pge:
             self.set_in_cr4(x86.CR4_PGE)
             self.page_kernel |= x86.GLOBAL
             self.page_kernel_exec |= x86.GLOBAL
@@ -514,11 +965,7 @@ class Kernel:
 
         self.permanent_kmaps_init(pgd_base)
 
-        if self.prepatch:
-            if g.ptrs_per_pmd > 1:  # the same low identity slot, set inline at the end
-                self.set_pgd(pgd_base, self.load(pgd_base + g.user_ptrs_per_pgd * self.es))
-        else:
-            self.paravirt_pagetable_setup_done(pgd_base)
+        self.paravirt_pagetable_setup_done(pgd_base)  # pre-patch: the same point too
 
     def set_nx(self) -> None:
         if self.config.cpu_pae and self.config.cpu_nx and not self.config.noexec_off:
@@ -529,7 +976,7 @@ class Kernel:
         if self.config.pae:
             self.set_nx()
         self.pagetable_init()
-        self.load_cr3(self.layout.swapper_pg_dir)
+        self.load_cr3(self.layout.swapper_pg_dir)  # Xen: hyp_new_baseptr, the same CR3
         if self.config.pae and self.config.cpu_pae:
             self.set_in_cr4(x86.CR4_PAE)  # the CPU now loads the PDPT from swapper_pg_dir
         # __flush_tlb_all() toggles CR4.PGE (or reloads CR3): no net register change.
@@ -559,10 +1006,9 @@ def predict(before: Snapshot, config: KernelConfig, image: KernelImage) -> Predi
     if config.pv not in BACKENDS:
         raise ModelError(f"unknown paravirt backend pv={config.pv!r};"
                          f" known: {', '.join(sorted(BACKENDS))}")
-    if config.prepatch and config.pv != "native":
-        raise ModelError(f"pv={config.pv!r} needs the patched code: the pre-patch"
-                         " pagetable_init has no setup hooks")
-    layout = compute_layout(config, image)
+    # Under Xen max_pfn comes from the start info (docs/xen.md), not from the firmware.
+    nr_pages = xen_start_info(before)["nr_pages"] if config.pv == "xen" else None
+    layout = compute_layout(config, image, nr_pages)
     backend = BACKENDS[config.pv]()
     k = Kernel(config, layout, before, backend)
     _check_cursor_outside_image(k.cursor, image)
@@ -573,14 +1019,13 @@ def predict(before: Snapshot, config: KernelConfig, image: KernelImage) -> Predi
     # The run-time protections must be the ones the layout announces to the checks.
     assert k.page_kernel & k.supported_pte_mask == layout.prot_kernel
     assert k.page_kernel_exec & k.supported_pte_mask == layout.prot_kernel_exec
-    if config.pae:
-        k.mem.page(layout.empty_zero_page)  # the user PMD of PDPT slots 1..2: all zero
     return Prediction(
         config=config, layout=layout,
         cpu=CpuState(cr0=k.cr0, cr3=k.cr3, cr4=k.cr4, efer=k.efer),
         memory=k.mem, allocations=list(k.allocations), hook_log=list(k.hook_log),
         cursor_after=k.cursor, roles=dict(k.roles), direct_map_end_pfn=k.direct_map_end_pfn,
-        pkmap_page_table=k.pkmap_page_table)
+        pkmap_page_table=k.pkmap_page_table, hypervisor_tables=backend.hypervisor_tables(),
+        hypervisor_flags=backend.hypervisor_flags())
 
 
 def _check_cursor_outside_image(cursor: int, image: KernelImage) -> None:
