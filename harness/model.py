@@ -83,8 +83,9 @@ def virt_to_phys(va: int) -> int:
 # ---------------------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class KernelConfig:
-    """One scenario as the kernel sees it: the build, the CPU (QEMU's -cpu flags),
-    memory (-m) and the command-line knobs."""
+    """One scenario as the kernel sees it: the build, the CPU (QEMU's -cpu flags; the
+    Xen-like backend's CPUID masking is applied by the model), the memory the firmware
+    reports and the command-line knobs."""
 
     pae: bool  # CONFIG_X86_PAE
     prepatch: bool  # the `-` lines of the seed patch
@@ -92,7 +93,7 @@ class KernelConfig:
     cpu_pge: bool
     cpu_pae: bool
     cpu_nx: bool
-    ram_bytes: int  # QEMU -m
+    ram_bytes: int  # RAM the kernel is told about (the firmware's multiboot report)
     pv: str = "native"
     mem_limit: int | None = None  # mem=, bytes
     reservetop: int = 0  # reservetop=, bytes
@@ -382,7 +383,8 @@ class XenHypervisor:
         self.area_entries = {i: k.peek(self.area_table + i * k.es)
                              for i in range(self.area_first, self.area_count)}
         # PTE pages A and B: every entry of theirs belongs to the hypervisor.
-        self.area_pages = {v & PAGE_MASK: bytes(k.mem.pages.get(v & PAGE_MASK, b""))
+        self.area_pages = {v & PAGE_MASK: bytes(k.mem.pages.get(v & PAGE_MASK,
+                                                                bytes(x86.PAGE_SIZE)))
                            for v in self.area_entries.values() if v & x86.PRESENT}
 
     def _learn_tree(self, root: int) -> None:
@@ -472,6 +474,11 @@ class XenHypervisor:
         self.tables.setdefault(root, "pdpt" if self.pae else "pgd")
         self.va_base[root] = 0
         self.roots.add(root)
+        if self.pae:  # its slots were written before it was a table: learn what they cover
+            for i in range(self.k.g.ptrs_per_pgd):
+                slot = self.k.peek(root + i * 8)
+                if slot & x86.PRESENT:
+                    self.va_base[slot & PAGE_MASK] = i << 30
         self.k.load_cr3(pa)
 
     def pin(self, pfn: int) -> None:
@@ -493,18 +500,20 @@ class XenHypervisor:
             writable, leaf = self._linear_writable(frame, root)
             if writable:
                 self._flag(WRITABLE_TABLE, 0, leaf, frame, x86.PAGE_OFFSET + frame)
-        area = root
+        area, level = root, "pgd"
         if self.pae:
-            slot = k.peek(root + (self.hvs >> 30) * 8)
-            area = slot & PAGE_MASK if slot & x86.PRESENT else None
+            slot_pa = root + (self.hvs >> 30) * 8
+            slot = k.peek(slot_pa)
+            if not slot & x86.PRESENT:  # the whole area is gone
+                self._flag(HYP_AREA_WRITE, slot_pa, slot, root, self.hvs & ~((1 << 30) - 1))
+                return
+            area, level = slot & PAGE_MASK, "pmd"
         for i, built in self.area_entries.items():
-            found = k.peek(area + i * k.es) if area is not None else 0
+            found = k.peek(area + i * k.es)
             if found != built:
-                self._flag(HYP_AREA_WRITE, (area or 0) + i * k.es, found,
-                           area or 0, self._va(area, "pmd" if self.pae else "pgd", i)
-                           if area is not None else 0)
+                self._flag(HYP_AREA_WRITE, area + i * k.es, found, area, self._va(area, level, i))
         for page, built in self.area_pages.items():
-            now = bytes(k.mem.pages.get(page, b""))
+            now = bytes(k.mem.pages.get(page, bytes(x86.PAGE_SIZE)))
             for i in range(0, x86.PAGE_SIZE, k.es):
                 if now[i:i + k.es] != built[i:i + k.es]:
                     self._flag(HYP_AREA_WRITE, page + i, k.peek(page + i), page,
