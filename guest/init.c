@@ -204,7 +204,35 @@ static void permanent_kmaps_init(pgd_t *pgd_base)
 	pkmap_page_table = pte_offset_kernel(pmd, vaddr);
 }
 
-#ifndef PREPATCH
+#ifdef PREPATCH
+/*
+ * 2.6.21 had no setup hooks: this is its inline code from the start and the
+ * end of pagetable_init, moved into the native backend's hooks so that the
+ * Xen-like backend can be tried on the old code (docs/xen.md). Natively the
+ * stores are the same, in the same order.
+ */
+void native_pagetable_setup_start(pgd_t *base)
+{
+#ifdef CONFIG_X86_PAE
+	/* All four PDPT slots, the kernel one included, to the zero page. */
+	for (int i = 0; i < PTRS_PER_PGD; i++)
+		set_pgd(base + i, __pgd(__pa(empty_zero_page) | _PAGE_PRESENT));
+#else
+	(void)base;
+	paravirt_alloc_pd(__pa(swapper_pg_dir) >> PAGE_SHIFT);
+#endif
+}
+
+/* 2.6.21 added the PAE low identity slot at the very end of pagetable_init. */
+void native_pagetable_setup_done(pgd_t *base)
+{
+#ifdef CONFIG_X86_PAE
+	set_pgd(&base[0], base[USER_PTRS_PER_PGD]);
+#else
+	(void)base;
+#endif
+}
+#else /* !PREPATCH */
 /*
  * Native setup before pagetable_init builds anything. In PAE the CPU is still
  * running non-PAE on swapper_pg_dir: its first 32 bytes become the PDPT in
@@ -249,18 +277,8 @@ void __noinline pagetable_init(void)
 	pgd_t *pgd_base = swapper_pg_dir;
 
 	barrier();
-#ifdef PREPATCH
-	/* 2.6.21: no hook; the native setup is inline and points all four
-	 * PDPT slots at the zero page. */
-#ifdef CONFIG_X86_PAE
-	for (int i = 0; i < PTRS_PER_PGD; i++)
-		set_pgd(pgd_base + i, __pgd(__pa(empty_zero_page) | _PAGE_PRESENT));
-#else
-	paravirt_alloc_pd(__pa(swapper_pg_dir) >> PAGE_SHIFT);
-#endif
-#else
+	/* PREPATCH: 2.6.21's inline setup, now behind the same hook (see above). */
 	paravirt_pagetable_setup_start(pgd_base);
-#endif
 
 	if (cpu_has_pse)
 		set_in_cr4(X86_CR4_PSE);
@@ -284,14 +302,7 @@ void __noinline pagetable_init(void)
 
 	permanent_kmaps_init(pgd_base);
 
-#ifdef PREPATCH
-#ifdef CONFIG_X86_PAE
-	/* 2.6.21 added the low identity slot here, at the end. */
-	set_pgd(&pgd_base[0], pgd_base[USER_PTRS_PER_PGD]);
-#endif
-#else
 	paravirt_pagetable_setup_done(pgd_base);
-#endif
 }
 
 #ifdef CONFIG_X86_PAE

@@ -29,10 +29,8 @@ static void native_set_pgd(pgd_t *pgdp, pgd_t pgd) { native_write_entry(&pgdp->p
 
 const struct paravirt_ops native_paravirt_ops = {
 	.name = "native",
-#ifndef PREPATCH
 	.pagetable_setup_start = native_pagetable_setup_start,
 	.pagetable_setup_done = native_pagetable_setup_done,
-#endif
 	.alloc_pt = native_alloc_nop,
 	.alloc_pd = native_alloc_nop,
 	.set_pte = native_set_pte,
@@ -40,12 +38,11 @@ const struct paravirt_ops native_paravirt_ops = {
 	.set_pgd = native_set_pgd,
 };
 
-/* The live table: start_kernel copies the chosen backend in before paging_init. */
+/* The live table: the chosen backend is copied in before paging_init. */
 struct paravirt_ops paravirt_ops;
 
 static const struct paravirt_ops *const paravirt_backends[] = {
 	&native_paravirt_ops,
-	/* pv=xen: the Xen-like backend (issue 5) goes here. */
 };
 
 int paravirt_select(const char *name)

@@ -1,10 +1,12 @@
 /*
  * paravirt_ops: the page-table hooks of the seed patch as a table of function
- * pointers. start_kernel copies one backend into paravirt_ops per boot
- * (pv=native today), so a later backend only adds a table.
+ * pointers. One backend is copied into paravirt_ops per boot: native
+ * (start_kernel) or the Xen-like one (xen_start_kernel, pv=xen).
  *
- * PREPATCH (2.6.21) has no pagetable_setup_start/done hooks: its native
- * body is inline in pagetable_init.
+ * PREPATCH (2.6.21) had no pagetable_setup_start/done hooks; the prepatch
+ * build calls them at the same two points as 2.6.22 so that pv=xen can run
+ * on the old code, and its native hooks hold 2.6.21's inline code
+ * (docs/xen.md "The pre-patch variant"): natively the same stores.
  */
 #ifndef GUEST_PARAVIRT_H
 #define GUEST_PARAVIRT_H
@@ -13,10 +15,8 @@
 
 struct paravirt_ops {
 	const char *name;
-#ifndef PREPATCH
 	void (*pagetable_setup_start)(pgd_t *base);
 	void (*pagetable_setup_done)(pgd_t *base);
-#endif
 	void (*alloc_pt)(u32 pfn);
 	void (*alloc_pd)(u32 pfn);
 	void (*set_pte)(pte_t *ptep, pte_t pte);
@@ -26,13 +26,14 @@ struct paravirt_ops {
 
 extern struct paravirt_ops paravirt_ops;
 extern const struct paravirt_ops native_paravirt_ops;
+extern const struct paravirt_ops xen_paravirt_ops;
 
 /* Select a backend by its pv= name; returns 0, or -1 for an unknown name. */
 int paravirt_select(const char *name);
 
 /*
- * The hook log the harness reads: one entry per alloc_pd/alloc_pt call (and
- * later per pin), in call order. Overflow is a guest BUG, never a silent drop.
+ * The hook log the harness reads: one entry per alloc_pd/alloc_pt call and
+ * per pin (Xen-like backend), in call order. Overflow is a guest BUG, never a silent drop.
  */
 enum pv_hook_op {
 	PV_HOOK_ALLOC_PD = 1,
@@ -49,12 +50,10 @@ extern u32 pv_hook_log_len;
 void pv_hook_log_add(enum pv_hook_op op, u32 pfn);
 
 /* What init.c calls: every page-table write and hook goes through the table. */
-#ifndef PREPATCH
 static inline void paravirt_pagetable_setup_start(pgd_t *base) { paravirt_ops.pagetable_setup_start(base); }
 static inline void paravirt_pagetable_setup_done(pgd_t *base) { paravirt_ops.pagetable_setup_done(base); }
 void native_pagetable_setup_start(pgd_t *base);
 void native_pagetable_setup_done(pgd_t *base);
-#endif
 
 static inline void paravirt_alloc_pt(u32 pfn)
 {

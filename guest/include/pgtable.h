@@ -135,6 +135,9 @@ static inline pmd_t pfn_pmd(unsigned long pfn, pgprot_t prot)
 #endif
 }
 
+/* The pte mapping va under pgd_base, or NULL (pgtable.c). */
+pte_t *lookup_address(pgd_t *pgd_base, unsigned long va);
+
 /* Hardware stores, used by the native paravirt backend. A PAE entry is
  * written high word first so that the present bit (low word) comes last. */
 static inline void native_write_entry(volatile pteval_t *p, pteval_t v)
