@@ -43,6 +43,7 @@ struct paravirt_ops paravirt_ops;
 
 static const struct paravirt_ops *const paravirt_backends[] = {
 	&native_paravirt_ops,
+	&xen_paravirt_ops, /* xen.c; selected by xen_start_kernel */
 };
 
 int paravirt_select(const char *name)

@@ -7,16 +7,22 @@
  *   - the fixmap and pkmap ranges have pte tables, reachable in lowmem, and
  *     kmap_pte / pkmap_page_table point into them; one word of each table is
  *     read through its entry.
+ * Under pv=xen, page-table pages must be mapped read-only instead, and the
+ * paravirt boot map must show the shared-info page.
  * Only reads: writing every page would make QEMU allocate all guest RAM.
  */
+#include "bootmem.h"
 #include "fixmap.h"
 #include "guest.h"
 #include "processor.h"
+#include "sections.h"
 #include "setup.h"
+#include "xen.h"
 
 #define MAX_REPORTED 8
 
 static u32 errors;
+static u32 read_only_pages;
 static volatile u32 touch_sink;
 
 /* Where a walk ended: a leaf (4 KiB page or large page) or a problem. */
@@ -101,20 +107,40 @@ static bool lookup(unsigned long va, struct lookup *l)
 	return true;
 }
 
-/* A lowmem leaf must map va to va - PAGE_OFFSET, writable, supervisor-only. */
+/*
+ * pv=xen: the frames that are page tables (or the start-info page) and so
+ * mapped read-only. The hypervisor's run is start-info, shared-info, then
+ * only tables (docs/xen.md), and every page the boot allocator handed out
+ * became a table; plus swapper_pg_dir and empty_zero_page.
+ */
+static bool xen_read_only(unsigned long pa)
+{
+	unsigned long start_info = __pa(xen_start_info) & PAGE_MASK;
+	return pa == start_info || (pa > xen_start_info->shared_info && pa < boot_alloc_cursor) ||
+	       pa == __pa(swapper_pg_dir) || pa == __pa(empty_zero_page);
+}
+
+/* A lowmem leaf must map va to va - PAGE_OFFSET, supervisor-only, writable
+ * (read-only for a pv=xen page table). */
 static bool leaf_ok(unsigned long va, struct lookup *l)
 {
 	unsigned long want = __pa(va) & ~((1UL << l->shift) - 1);
+	bool read_only = xen_start_info && xen_read_only(want);
 	if ((unsigned long)(l->entry & (pteval_t)PAGE_MASK & ~((1ULL << l->shift) - 1)) != want ||
 	    ((u64)l->entry >> 32 & 0x7fffffff))
 		l->problem = "wrong physical address";
-	else if (!(l->entry & _PAGE_RW))
+	else if (!(l->entry & _PAGE_RW) && !read_only)
 		l->problem = "read-only";
+	else if ((l->entry & _PAGE_RW) && read_only)
+		l->problem = "page-table page writable";
 	else if (l->entry & _PAGE_USER)
 		l->problem = "user-accessible";
-	else
+	else {
+		read_only_pages += read_only;
 		return true;
-	report(va, l, "present rw !user, pa = va - PAGE_OFFSET");
+	}
+	report(va, l, read_only ? "present read-only !user, pa = va - PAGE_OFFSET (a pv=xen table)"
+				: "present rw !user, pa = va - PAGE_OFFSET");
 	return false;
 }
 
@@ -216,6 +242,22 @@ static void check_fixmap_and_pkmap(void)
 	}
 }
 
+/* pv=xen: the paravirt boot map shows the shared-info page. */
+static void check_xen(void)
+{
+	unsigned long va = __fix_to_virt(FIX_PARAVIRT_BOOTMAP);
+	struct lookup l;
+	if (!lookup(va, &l)) {
+		report(va, &l, "the shared-info page at FIX_PARAVIRT_BOOTMAP");
+	} else if ((unsigned long)(l.entry & (pteval_t)PAGE_MASK) != xen_start_info->shared_info) {
+		l.problem = "FIX_PARAVIRT_BOOTMAP maps another frame";
+		report(va, &l, "the shared-info page");
+	} else {
+		touch(va);
+	}
+	printk("selfcheck xen read_only_pages=%u shared_info_va=0x%08lx\n", read_only_pages, va);
+}
+
 /* The paging mode must be the build's: PG on, CR4.PAE iff CONFIG_X86_PAE. */
 static bool check_mode(void)
 {
@@ -235,9 +277,12 @@ static bool check_mode(void)
 int selfcheck(void)
 {
 	errors = 0;
+	read_only_pages = 0;
 	if (check_mode()) {
 		check_lowmem();
 		check_fixmap_and_pkmap();
+		if (xen_start_info)
+			check_xen();
 	}
 	if (errors) {
 		printk("selfcheck failed errors=%u shown=%u\n", errors,

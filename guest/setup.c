@@ -1,8 +1,9 @@
 /*
  * start_kernel: what runs between head.S and paging_init, then the status
- * contract (docs/guest-contract.md): memory size from the multiboot info,
- * the command line, CPU features from CPUID, paging_init, the "after" point,
- * the optional fault probe, the self-check and the exit code.
+ * contract (docs/guest-contract.md): the command line; under pv=xen the
+ * hypervisor stage, which enters the kernel again at xen_start_kernel; then
+ * (setup_arch) CPU features from CPUID, the memory size, paging_init, the
+ * "after" point, the optional fault probe, the self-check and the exit code.
  */
 #include "bootmem.h"
 #include "fixmap.h"
@@ -12,12 +13,16 @@
 #include "processor.h"
 #include "sections.h"
 #include "setup.h"
+#include "string.h"
+#include "xen.h"
 
 #ifndef GUEST_VARIANT
 #error "the Makefile names the variant (GUEST_VARIANT)"
 #endif
 
+struct boot_options boot_options = { .pv_backend = "native" };
 u32 guest_cpu_features;
+u32 cpuid_leaf1_edx_mask = ~0u;
 unsigned long mmu_cr4_features;
 unsigned long max_pfn;
 unsigned long max_low_pfn;
@@ -27,7 +32,7 @@ void detect_cpu_features(void)
 {
 	u32 features = 0;
 	if (cpuid_eax(0) >= 1) {
-		u32 edx = cpuid_edx(1);
+		u32 edx = cpuid_edx(1) & cpuid_leaf1_edx_mask;
 		if (edx & (1u << X86_FEATURE_PSE_BIT))
 			features |= GUEST_CPU_PSE;
 		if (edx & (1u << X86_FEATURE_PGE_BIT))
@@ -41,8 +46,8 @@ void detect_cpu_features(void)
 	guest_cpu_features = features;
 }
 
-/* reservetop=: move the fixmap down and shrink lowmem by the same amount. */
-static void reserve_top_address(unsigned long reserve)
+/* reservetop= natively, the hypervisor's area under pv=xen. */
+void reserve_top_address(unsigned long reserve)
 {
 	fixaddr_top = -reserve - PAGE_SIZE;
 	__VMALLOC_RESERVE += reserve;
@@ -66,13 +71,19 @@ static void __noreturn bad_boot(const char *reason)
 	guest_exit(GUEST_EXIT_BAD_CMDLINE);
 }
 
-/* max_pfn from the loader's mem_upper (KiB above 1 MiB), capped by mem=;
+/* max_pfn from the loader's mem_upper (KiB above 1 MiB) or, under pv=xen,
+ * the start info's nr_pages; capped by mem=;
  * max_low_pfn = min(max_pfn, MAXMEM >> PAGE_SHIFT). */
 static void setup_memory(const struct boot_options *opts)
 {
-	if (!(multiboot_info.flags & MULTIBOOT_INFO_MEMORY))
-		bad_boot("the multiboot info has no memory size");
-	u64 ram_end = 0x100000ULL + ((u64)multiboot_info.mem_upper << 10);
+	u64 ram_end;
+	if (xen_start_info) {
+		ram_end = (u64)xen_start_info->nr_pages << PAGE_SHIFT;
+	} else {
+		if (!(multiboot_info.flags & MULTIBOOT_INFO_MEMORY))
+			bad_boot("the multiboot info has no memory size");
+		ram_end = 0x100000ULL + ((u64)multiboot_info.mem_upper << 10);
+	}
 	if (opts->have_mem_limit && opts->mem_limit < ram_end)
 		ram_end = opts->mem_limit;
 	if (ram_end > 0x100000000ULL)
@@ -85,7 +96,8 @@ static void setup_memory(const struct boot_options *opts)
 	       multiboot_info.mem_upper, max_pfn, max_low_pfn, MAXMEM, max_pfn - max_low_pfn);
 
 	/* The boot tables and the pages allocated while the CPU still runs on
-	 * them live in head.S's mapping; lowmem must at least cover it. */
+	 * them live in head.S's (or the hypervisor's) mapping; lowmem must at
+	 * least cover it. */
 	if ((max_low_pfn << PAGE_SHIFT) < init_map_end) {
 		printk("boot error reason=\"lowmem ends at 0x%lx, below the boot mapping end 0x%lx\"\n",
 		       max_low_pfn << PAGE_SHIFT, init_map_end);
@@ -135,7 +147,7 @@ void __noinline fault_probe(unsigned long addr)
 
 void __noreturn start_kernel(void)
 {
-	struct boot_options opts = { .pv_backend = "native" };
+	struct boot_options *opts = &boot_options;
 
 	serial_init();
 	trap_init();
@@ -146,13 +158,22 @@ void __noreturn start_kernel(void)
 	printk("cmdline text=\"%s\"\n", boot_command_line);
 	if (boot_command_line_truncated)
 		bad_boot("command line longer than the guest's buffer");
-	if (parse_boot_options(boot_command_line, &opts))
+	if (parse_boot_options(boot_command_line, opts))
 		guest_exit(GUEST_EXIT_BAD_CMDLINE);
-	if (paravirt_select(opts.pv_backend)) {
+	/* The hypervisor builds the domain and enters it at xen_start_kernel. */
+	if (!strcmp(opts->pv_backend, "xen"))
+		hyp_start_domain();
+	if (paravirt_select(opts->pv_backend)) {
 		printk("cmdline error word=\"pv=%s\" reason=\"unknown paravirt backend\"\n",
-		       opts.pv_backend);
+		       opts->pv_backend);
 		guest_exit(GUEST_EXIT_BAD_CMDLINE);
 	}
+	setup_arch();
+}
+
+void __noreturn setup_arch(void)
+{
+	const struct boot_options *opts = &boot_options;
 
 	detect_cpu_features();
 	printk("cpu pse=%d pge=%d pae=%d nx=%d\n", cpu_has_pse, cpu_has_pge, cpu_has_pae, cpu_has_nx);
@@ -163,16 +184,18 @@ void __noreturn start_kernel(void)
 		guest_exit(GUEST_EXIT_UNSUPPORTED);
 	}
 #endif
-	noexec_setup(&opts);
-	if (opts.have_reservetop)
-		reserve_top_address(opts.reservetop);
+	noexec_setup(opts);
+	if (opts->have_reservetop)
+		reserve_top_address(opts->reservetop);
 
-	setup_memory(&opts);
+	setup_memory(opts);
 	bootmem_init(init_pg_tables_end, init_map_end);
+	/* pg0_pages: head.S's tables, which are no part of a pv=xen domain's. */
 	printk("boot init_pg_tables_end=0x%08lx init_map_end=0x%08lx pg0_pages=%lu "
 	       "boot_alloc_start=0x%08lx init_end=0x%08lx\n",
 	       init_pg_tables_end, init_map_end,
-	       (init_pg_tables_end - __pa(PAGE_ALIGN((unsigned long)_end))) >> PAGE_SHIFT,
+	       xen_start_info ? 0UL
+			      : (init_pg_tables_end - __pa(PAGE_ALIGN((unsigned long)_end))) >> PAGE_SHIFT,
 	       boot_alloc_start, (unsigned long)__init_end);
 	printk("fixmap fixaddr_top=0x%08lx vmalloc_reserve=0x%08lx end_of_fixed_addresses=%u "
 	       "fix_kmap_begin=%u pkmap_base=0x%08lx\n",
@@ -193,8 +216,8 @@ void __noreturn start_kernel(void)
 	       read_cr0(), read_cr3(), read_cr4(), cpu_has_nx ? (unsigned long)rdmsr(MSR_EFER) : 0UL,
 	       alloc_pd, alloc_pt, (void *)kmap_pte, (void *)pkmap_page_table);
 
-	if (opts.have_fault)
-		fault_probe(opts.fault_addr);
+	if (opts->have_fault)
+		fault_probe(opts->fault_addr);
 	if (selfcheck())
 		guest_exit(GUEST_EXIT_SELFCHECK);
 	guest_exit(GUEST_EXIT_PASS);

@@ -19,6 +19,8 @@ enum guest_exit_code {
 };
 
 void __noreturn guest_exit(enum guest_exit_code code);
+/* Called by guest_exit before the exit line (pv=xen: the hypervisor's report). */
+extern void (*guest_exit_notifier)(void);
 
 /* Serial log (lib/serial.c, lib/printf.c). */
 void serial_init(void);

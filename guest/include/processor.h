@@ -5,6 +5,7 @@
 #include "types.h"
 #include "page.h"
 
+#define X86_CR0_WP (1UL << 16) /* write protect: read-only pages bind ring 0 too */
 #define X86_CR0_PG (1UL << 31)
 #define X86_CR4_PSE (1UL << 4)
 #define X86_CR4_PAE (1UL << 5)
@@ -30,6 +31,8 @@ extern u32 guest_cpu_features;
 #define cpu_has_pae (!!(guest_cpu_features & GUEST_CPU_PAE))
 #define cpu_has_nx (!!(guest_cpu_features & GUEST_CPU_NX))
 
+/* CPUID leaf 1 EDX bits the kernel may see (pv=xen hides PSE and PGE). */
+extern u32 cpuid_leaf1_edx_mask;
 void detect_cpu_features(void);
 
 struct cpuid_regs {

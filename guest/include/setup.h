@@ -17,9 +17,19 @@ struct boot_options {
 	unsigned long reservetop; /* reservetop= */
 	enum { NOEXEC_DEFAULT, NOEXEC_ON, NOEXEC_OFF } noexec; /* noexec= */
 	char pv_backend[32];      /* pv=, "native" unless given */
+	enum { PVBUG_NONE, PVBUG_WRITABLE_PT } pvbug; /* pvbug= (pv=xen only) */
 	bool have_fault;
 	unsigned long fault_addr; /* fault= */
 };
+
+/* The parsed command line, kept for the rest of the boot. */
+extern struct boot_options boot_options;
+
+/* From the boot information to the exit: CPU features, memory, paging_init,
+ * the self-check. start_kernel calls it natively, xen_start_kernel under pv=xen. */
+void __noreturn setup_arch(void);
+/* Move the fixmap down (FIXADDR_TOP = -reserve - 4K) and shrink lowmem alike. */
+void reserve_top_address(unsigned long reserve);
 
 /* Command-line parsing (lib/cmdline.c). Returns 0, or prints why and returns -1. */
 int parse_boot_options(const char *cmdline, struct boot_options *opts);

@@ -64,6 +64,33 @@ int memparse(const char *s, u64 *out)
 	return 0;
 }
 
+static char word[WORD_MAX];
+
+static void copy_word(const char *p, size_t n)
+{
+	memcpy(word, p, n);
+	word[n] = 0;
+}
+
+/* The (last) word starting with prefix, copied into word. */
+static const char *find_word(const char *cmdline, const char *prefix)
+{
+	const char *p = cmdline;
+	size_t plen = strlen(prefix);
+	word[0] = 0;
+	while (*p) {
+		while (*p == ' ' || *p == '\t')
+			p++;
+		size_t n = 0;
+		while (p[n] && p[n] != ' ' && p[n] != '\t')
+			n++;
+		if (n >= plen && n < sizeof(word) && !strncmp(p, prefix, plen))
+			copy_word(p, n);
+		p += n;
+	}
+	return word;
+}
+
 static int bad(const char *word, const char *why)
 {
 	printk("cmdline error word=\"%s\" reason=\"%s\"\n", word, why);
@@ -105,6 +132,10 @@ static int parse_word(const char *word, struct boot_options *opts)
 		if (!*val || strlen(val) >= sizeof(opts->pv_backend))
 			return bad(word, "pv= needs a backend name");
 		memcpy(opts->pv_backend, val, strlen(val) + 1); /* checked against the backends later */
+	} else if (KEY("pvbug")) {
+		if (strcmp(val, "writable-pt"))
+			return bad(word, "pvbug= takes writable-pt");
+		opts->pvbug = PVBUG_WRITABLE_PT;
 	} else if (KEY("fault")) {
 		if (parse_number(val, 16, &v, &end) || *end || v > 0xffffffffULL)
 			return bad(word, "fault= needs a 32-bit hex address");
@@ -117,9 +148,20 @@ static int parse_word(const char *word, struct boot_options *opts)
 	return 0;
 }
 
+/* Knobs that only make sense together, checked once every word is read. */
+static int check_combinations(const char *cmdline, const struct boot_options *opts)
+{
+	bool xen = !strcmp(opts->pv_backend, "xen");
+	if (xen && opts->have_reservetop)
+		return bad(find_word(cmdline, "reservetop="),
+			   "reservetop= is not allowed with pv=xen: the hypervisor sets the top");
+	if (!xen && opts->pvbug != PVBUG_NONE)
+		return bad(find_word(cmdline, "pvbug="), "pvbug= needs pv=xen");
+	return 0;
+}
+
 int parse_boot_options(const char *cmdline, struct boot_options *opts)
 {
-	static char word[WORD_MAX];
 	const char *p = cmdline;
 	while (*p) {
 		while (*p == ' ' || *p == '\t')
@@ -133,11 +175,10 @@ int parse_boot_options(const char *cmdline, struct boot_options *opts)
 			printk("cmdline error reason=\"word longer than %u bytes\"\n", (u32)sizeof(word) - 1);
 			return -1;
 		}
-		memcpy(word, p, n);
-		word[n] = 0;
+		copy_word(p, n);
 		p += n;
 		if (parse_word(word, opts))
 			return -1;
 	}
-	return 0;
+	return check_combinations(cmdline, opts);
 }

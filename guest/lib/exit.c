@@ -11,9 +11,16 @@ static const char *const exit_names[] = {
 	[GUEST_EXIT_BAD_CMDLINE] = "bad-cmdline",
 };
 
+void (*guest_exit_notifier)(void);
+
 void __noinline guest_exit(enum guest_exit_code code)
 {
 	barrier();
+	/* Once only: the notifier may itself fault or BUG and come back here. */
+	void (*notify)(void) = guest_exit_notifier;
+	guest_exit_notifier = 0;
+	if (notify)
+		notify();
 	printk("exit code=%u %s\n", (u32)code,
 	       (u32)code < ARRAY_SIZE(exit_names) ? exit_names[code] : "unknown");
 	outl((u32)code, DEBUG_EXIT_PORT);
