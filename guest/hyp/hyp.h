@@ -57,7 +57,7 @@ struct hyp_violation {
 	u32 kind;
 	u32 entry_pa; /* the entry written (0: a finding with no entry) */
 	u64 value;    /* the value written or found */
-	u32 frame;    /* page frame number concerned */
+	u32 frame;    /* physical address of the frame concerned */
 	u32 va;       /* the VA the entry covers (0 if unknown) */
 };
 _Static_assert(sizeof(struct hyp_violation) == 24, "docs/xen.md: 24-byte records");

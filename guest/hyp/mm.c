@@ -7,7 +7,8 @@
  * refuses an L3 update that would drop its own mappings.
  *
  * Per update the checks run in this order: kind 4 (refused: nothing else is
- * looked at), kind 2, kind 3, kind 1.
+ * looked at), kind 2, then kind 3 or else kind 1. Records name frames by
+ * physical address.
  */
 #include "hyp.h"
 #include "processor.h"
@@ -184,9 +185,9 @@ static u32 update_va(const struct update *u)
 	return base + ((u32)u->idx << span_shift[u->type]);
 }
 
-static void record_update(enum hyp_violation_kind kind, const struct update *u, u32 frame)
+static void record_update(enum hyp_violation_kind kind, const struct update *u, u32 frame_pfn)
 {
-	record(kind, u->entry_pa, u->value, frame, update_va(u));
+	record(kind, u->entry_pa, u->value, frame_pfn << PAGE_SHIFT, update_va(u));
 }
 
 /* A non-leaf entry links a frame as a table: it must be a known table,
@@ -196,7 +197,7 @@ static void audit_link(const struct update *u)
 	u32 child = entry_pfn(u->value);
 	if (hyp_frame_type(child) == HYP_FRAME_NONE)
 		record_update(HYP_UNANNOUNCED_TABLE, u, child);
-	if (linear_leaf(child) & _PAGE_RW)
+	else if (linear_leaf(child) & _PAGE_RW)
 		record_update(HYP_WRITABLE_TABLE, u, child);
 }
 
@@ -238,7 +239,7 @@ static bool audit_update(const struct update *u)
 		return true; /* not a table (yet): a plain write */
 	case HYP_FRAME_L3:
 		if (u->idx == HYP_KERNEL_SLOT && !(present && holds_hypervisor_area(entry_pfn(u->value)))) {
-			record_update(HYP_KERNEL_PMD_REPLACED, u, present ? entry_pfn(u->value) : 0);
+			record_update(HYP_KERNEL_PMD_REPLACED, u, entry_pfn(u->value));
 			return false;
 		}
 		if (present)
@@ -334,11 +335,9 @@ void hyp_new_baseptr(unsigned long pa)
 	enum hyp_frame_type type = hyp_frame_type(pfn);
 	if (type != HYP_FRAME_NONE && type != HYP_ROOT_TYPE)
 		crash_domain("new_baseptr of a table that is not a root", pa);
-	/* A PAE root is never announced: loading it makes it one. */
+	/* A PAE root is never announced: loading it makes it one (pinning
+	 * checks that it is read-only). */
 	hyp_set_frame_type(pfn, HYP_ROOT_TYPE);
-	pteval_t leaf = linear_leaf(pfn);
-	if (leaf & _PAGE_RW)
-		record(HYP_WRITABLE_TABLE, 0, leaf, pfn, PAGE_OFFSET + pa);
 	hyp_domain.root_pfn = pfn;
 	write_cr3(pa);
 }
@@ -357,43 +356,53 @@ void hyp_invlpg(unsigned long va)
 	asm volatile("invlpg (%0)" : : "r"(va) : "memory");
 }
 
-/* Pin-time: a table frame of the tree must be mapped read-only. */
-static void pin_check_table(u32 pfn)
+/* Pin-time: the frames of the tree, each once: the root, its pmd pages, then
+ * the PTE pages they link, in table order. */
+#ifdef CONFIG_X86_PAE
+#define PIN_FRAMES_MAX (1 + PTRS_PER_PGD + PTRS_PER_PGD * PTRS_PER_PMD)
+#else
+#define PIN_FRAMES_MAX (1 + PTRS_PER_PGD)
+#endif
+static u32 pin_frames[PIN_FRAMES_MAX];
+static unsigned pin_count;
+
+static void pin_add(u32 pfn)
 {
-	pteval_t leaf = linear_leaf(pfn);
-	if (leaf & _PAGE_RW)
-		record(HYP_WRITABLE_TABLE, 0, leaf, pfn, PAGE_OFFSET + ((u32)pfn << PAGE_SHIFT));
+	for (unsigned i = 0; i < pin_count; i++)
+		if (pin_frames[i] == pfn)
+			return;
+	pin_frames[pin_count++] = pfn;
 }
 
-/* Pin-time: every table a directory links, and (if it is the one holding
- * them) its hypervisor-area chunks as built. */
-static void pin_check_directory(u32 dir, u32 base_va, bool holds_area)
+static void pin_add_pte_pages(u32 dir)
 {
 	const pteval_t *t = table(dir);
 	if (!t)
 		crash_domain("pin of a tree with a table beyond the hypervisor's mapping",
 			     (u64)dir << PAGE_SHIFT);
-	for (unsigned i = 0; i < HYP_ENTRIES; i++) {
-		pteval_t e = t[i];
-		if (holds_area && i >= HYP_AREA_FIRST && e != hyp_built_area_entry(i - HYP_AREA_FIRST))
-			record(HYP_AREA_WRITE, ((u32)dir << PAGE_SHIFT) + i * sizeof(pteval_t), e, dir,
-			       base_va + (i << PMD_SHIFT));
-		if ((e & _PAGE_PRESENT) && !is_large(e))
-			pin_check_table(entry_pfn(e));
-	}
+	for (unsigned i = 0; i < HYP_ENTRIES; i++)
+		if ((t[i] & _PAGE_PRESENT) && !is_large(t[i]))
+			pin_add(entry_pfn(t[i]));
 }
 
-/* Pin-time: PTE pages A and B as built. */
-static void pin_check_area_ptes(void)
+/* Pin-time kind 2: the directory's area chunks, then PTE pages A and B, as built. */
+static void pin_check_area(u32 dir, u32 dir_va)
 {
+	const pteval_t *t = table(dir);
+	for (unsigned i = 0; i < HYP_AREA_CHUNKS; i++) {
+		unsigned idx = HYP_AREA_FIRST + i;
+		if (t[idx] != hyp_built_area_entry(i))
+			record(HYP_AREA_WRITE, ((u32)dir << PAGE_SHIFT) + idx * sizeof(pteval_t), t[idx],
+			       (u32)dir << PAGE_SHIFT, dir_va + (idx << PMD_SHIFT));
+	}
 	const u32 base_va[2] = { HYPERVISOR_VIRT_START, HYP_LAST_CHUNK_VA };
 	for (unsigned which = 0; which < 2; which++) {
-		u32 pfn = hyp_domain.area_pte_pfn[which];
-		const pteval_t *t = table(pfn);
+		u32 pa = hyp_domain.area_pte_pfn[which] << PAGE_SHIFT;
+		const pteval_t *pte = table(hyp_domain.area_pte_pfn[which]);
 		for (unsigned i = 0; i < HYP_ENTRIES; i++)
-			if (t[i] != hyp_built_area_pte(which, i))
-				record(HYP_AREA_WRITE, ((u32)pfn << PAGE_SHIFT) + i * sizeof(pteval_t), t[i],
-				       pfn, base_va[which] + (i << PAGE_SHIFT));
+			if (pte[i] != hyp_built_area_pte(which, i))
+				record(HYP_AREA_WRITE, pa + i * sizeof(pteval_t), pte[i], pa,
+				       base_va[which] + (i << PAGE_SHIFT));
 	}
 }
 
@@ -402,21 +411,38 @@ void hyp_pin(u32 pfn)
 	const pteval_t *root = table(pfn);
 	if (!root || hyp_frame_type(pfn) != HYP_ROOT_TYPE)
 		crash_domain("pin of a frame that is not a root", (u64)pfn << PAGE_SHIFT);
-	pin_check_table(pfn);
+
+	/* Kind 1: every table frame of the tree must be mapped read-only. */
+	pin_count = 0;
+	pin_add(pfn);
 #ifdef CONFIG_X86_PAE
-	for (unsigned s = 0; s < PTRS_PER_PGD; s++) {
-		if (!(root[s] & _PAGE_PRESENT))
-			continue;
-		pin_check_table(entry_pfn(root[s]));
-		pin_check_directory(entry_pfn(root[s]), (u32)s << PGDIR_SHIFT, s == HYP_KERNEL_SLOT);
-	}
-	if (!(root[HYP_KERNEL_SLOT] & _PAGE_PRESENT)) /* the whole area is gone */
-		record(HYP_AREA_WRITE, ((u32)pfn << PAGE_SHIFT) + HYP_KERNEL_SLOT * sizeof(pteval_t),
-		       root[HYP_KERNEL_SLOT], pfn, (u32)HYP_KERNEL_SLOT << PGDIR_SHIFT);
+	for (unsigned s = 0; s < PTRS_PER_PGD; s++)
+		if (root[s] & _PAGE_PRESENT)
+			pin_add(entry_pfn(root[s]));
+	for (unsigned i = 1, n = pin_count; i < n; i++)
+		pin_add_pte_pages(pin_frames[i]);
 #else
-	pin_check_directory(pfn, 0, true);
+	pin_add_pte_pages(pfn);
 #endif
-	pin_check_area_ptes();
+	for (unsigned i = 0; i < pin_count; i++) {
+		pteval_t leaf = linear_leaf(pin_frames[i]);
+		if (leaf & _PAGE_RW)
+			record(HYP_WRITABLE_TABLE, 0, leaf, pin_frames[i] << PAGE_SHIFT,
+			       PAGE_OFFSET + (pin_frames[i] << PAGE_SHIFT));
+	}
+
+	/* Kind 2: the hypervisor's area as built. */
+#ifdef CONFIG_X86_PAE
+	pteval_t slot = root[HYP_KERNEL_SLOT];
+	if (!(slot & _PAGE_PRESENT)) { /* the whole area is gone */
+		record(HYP_AREA_WRITE, ((u32)pfn << PAGE_SHIFT) + HYP_KERNEL_SLOT * sizeof(pteval_t),
+		       slot, pfn << PAGE_SHIFT, (u32)HYP_KERNEL_SLOT << PGDIR_SHIFT);
+		return;
+	}
+	pin_check_area(entry_pfn(slot), (u32)HYP_KERNEL_SLOT << PGDIR_SHIFT);
+#else
+	pin_check_area(pfn, 0);
+#endif
 }
 
 static const char *const kind_names[] = {
@@ -434,7 +460,7 @@ static void report(void)
 	printk("xen violations count=%u shown=%u mmu_updates=%u\n", n, shown, hyp_domain.mmu_updates);
 	for (u32 i = 0; i < shown; i++) {
 		const struct hyp_violation *v = &hyp_violations[i];
-		printk("xen violation n=%u kind=%u name=%s entry_pa=0x%08x value=0x%llx frame=0x%x "
+		printk("xen violation n=%u kind=%u name=%s entry_pa=0x%08x value=0x%llx frame=0x%08x "
 		       "va=0x%08x\n",
 		       i, v->kind, v->kind < ARRAY_SIZE(kind_names) ? kind_names[v->kind] : "?",
 		       v->entry_pa, (unsigned long long)v->value, v->frame, v->va);

@@ -273,7 +273,7 @@ def test_prepatch_nopae_writes_into_the_hypervisor_area(tmp_path):
         assert rec["kind"] == HYP_AREA_WRITE and rec["name"] == "HYP_AREA_WRITE", b.context()
         assert rec["entry_pa"] == swapper + 4 * idx, f"record {rec}: pgd entry {idx}\n" \
             + b.context()
-        assert rec["frame"] == swapper // PAGE and rec["va"] == idx << 22, b.context()
+        assert rec["frame"] == swapper and rec["va"] == idx << 22, b.context()
         assert rec["value"] & 0xFFF == 0x067, b.context()  # a PTE page linked as _PAGE_TABLE
     # Each linked PTE page is a fresh one from the boot allocator, in order.
     pages = [rec["value"] & ~0xFFF for rec in shown[:len(entries)]]
@@ -297,7 +297,7 @@ def test_prepatch_pae_kernel_pmd_replacement_is_refused(tmp_path):
     # The second boot page: the first is setup_start's copy of the hypervisor's pmd.
     fresh = alloc_start + PAGE
     assert rec == {"n": 0, "kind": KERNEL_PMD_REPLACED, "name": "KERNEL_PMD_REPLACED",
-                   "entry_pa": swapper + 3 * 8, "value": fresh | 0x001, "frame": fresh // PAGE,
+                   "entry_pa": swapper + 3 * 8, "value": fresh | 0x001, "frame": fresh,
                    "va": 0xC0000000}, f"record {rec}\n{b.context()}"
 
 
@@ -322,10 +322,10 @@ def test_writable_pt_mutant_is_recorded(tmp_path, variant):
     link, pin = shown
     assert link == {"n": 0, "kind": WRITABLE_TABLE, "name": "WRITABLE_TABLE",
                     "entry_pa": directory + index * (8 if pae else 4), "value": page | 0x067,
-                    "frame": page // PAGE, "va": va}, f"link-time record {link}\n{b.context()}"
+                    "frame": page, "va": va}, f"link-time record {link}\n{b.context()}"
     leaf = page | 0x063 | (NX if pae else 0)
     assert pin == {"n": 1, "kind": WRITABLE_TABLE, "name": "WRITABLE_TABLE", "entry_pa": 0,
-                   "value": leaf, "frame": page // PAGE, "va": PAGE_OFFSET + page}, \
+                   "value": leaf, "frame": page, "va": PAGE_OFFSET + page}, \
         f"pin-time record {pin}\n{b.context()}"
     # The kernel's self-check sees the same writable table page in the final tables.
     assert_exit(b, SELFCHECK_FAILED, "exit code=1 selfcheck-failed")
