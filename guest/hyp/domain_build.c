@@ -200,7 +200,6 @@ static void switch_to_domain_tables(void)
 	write_cr4(read_cr4() | X86_CR4_PAE);
 #endif
 	write_cr3(pt_base_pa);
-	hyp_domain.root_pfn = hyp_domain.pt_base_pfn;
 	memset(swapper_pg_dir, 0, PAGE_SIZE);
 	write_cr0(read_cr0() | X86_CR0_WP);
 }

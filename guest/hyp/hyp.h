@@ -41,8 +41,7 @@ struct hyp_domain {
 	u32 kernel_pte_pfn;    /* first PTE page of the kernel mapping */
 	u32 tables_end_pfn;    /* end of the run: the last kernel PTE page + 1 */
 	unsigned long map_end; /* xen_map_end: [0, map_end) is mapped at PAGE_OFFSET */
-	u32 root_pfn;          /* the root CR3 points at */
-	u32 mmu_updates;       /* hypercall count, for the log */
+	u32 mmu_updates;       /* entries updated by hypercall, for the log */
 };
 extern struct hyp_domain hyp_domain;
 

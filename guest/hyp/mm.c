@@ -338,7 +338,6 @@ void hyp_new_baseptr(unsigned long pa)
 	/* A PAE root is never announced: loading it makes it one (pinning
 	 * checks that it is read-only). */
 	hyp_set_frame_type(pfn, HYP_ROOT_TYPE);
-	hyp_domain.root_pfn = pfn;
 	write_cr3(pa);
 }
 
