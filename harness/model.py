@@ -73,6 +73,11 @@ class WildTablePointer(ModelError):
     entry (pre-patch pmd_none keeps non-present junk): on hardware, a fault."""
 
 
+class KernelBug(ModelError):
+    """The kernel's own BUG() check would fire: the run ends there (the guest
+    prints "BUG at ..." and exits with the self-check code)."""
+
+
 def virt_to_phys(va: int) -> int:
     """__pa(): lowmem virtual to physical."""
     return (va - x86.PAGE_OFFSET) & MASK32
@@ -260,6 +265,7 @@ class Prediction:
     pkmap_page_table: int = 0  # physical address of the pkmap PTE page
     hypervisor_tables: dict[int, str] = field(default_factory=dict)
     hypervisor_flags: list[Violation] = field(default_factory=list)
+    bug: str = ""  # the kernel's own BUG() fires: the state is where it stopped
 
     @property
     def entry_size(self) -> int:
@@ -831,10 +837,13 @@ class Kernel:
             pmd_table = self.alloc_bootmem_low_pages(f"pmd table for pgd[{idx}]")
             self.paravirt_alloc_pd(pmd_table >> x86.PAGE_SHIFT)  # before it is linked
             self.set_pgd(pgd, pmd_table | x86.PRESENT)
-            if self.prepatch:
-                # pre-patch: returns the page it allocated, linked or not (under Xen the
-                # link is refused and the page stays detached; docs/xen.md bug C).
-                return pmd_table
+            # Both versions: BUG() unless the pgd now leads to the new page. Under
+            # Xen the pre-patch replacement of the kernel PMD is refused, so this
+            # is where 2.6.21 stops (docs/xen.md, bug C).
+            if self.load(pgd) & PAGE_MASK != pmd_table:
+                raise KernelBug(f"BUG in one_md_table_init: pgd entry at {pgd:#x} does not "
+                                f"lead to the new pmd table {pmd_table:#x} (the link was refused)")
+            return pmd_table
         return self.load(pgd) & PAGE_MASK
 
     def one_page_table_init(self, pmd: int) -> int:
@@ -846,6 +855,9 @@ class Kernel:
             page_table = self.alloc_bootmem_low_pages(f"pte table linked at {pmd:#x}")
             self.paravirt_alloc_pt(page_table >> x86.PAGE_SHIFT)
             self.set_pmd(pmd, page_table | x86.PAGE_TABLE)
+            if self.load(pmd) & PAGE_MASK != page_table:
+                raise KernelBug(f"BUG in one_page_table_init: pmd entry at {pmd:#x} does not "
+                                f"lead to the new pte table {page_table:#x}")
             return page_table
         return val & PAGE_MASK  # a PRESENT entry is reused as it is (head.S's 0x007 too)
 
@@ -1023,18 +1035,22 @@ def predict(before: Snapshot, config: KernelConfig, image: KernelImage) -> Predi
     _check_cursor_outside_image(k.cursor, image)
     backend.check_entry_state(k, before)
 
-    k.paging_init()
-
-    # The run-time protections must be the ones the layout announces to the checks.
-    assert k.page_kernel & k.supported_pte_mask == layout.prot_kernel
-    assert k.page_kernel_exec & k.supported_pte_mask == layout.prot_kernel_exec
+    bug = ""
+    try:
+        k.paging_init()
+    except KernelBug as e:
+        bug = str(e)  # the guest ends here too: everything so far is the prediction
+    else:
+        # The run-time protections must be the ones the layout announces to the checks.
+        assert k.page_kernel & k.supported_pte_mask == layout.prot_kernel
+        assert k.page_kernel_exec & k.supported_pte_mask == layout.prot_kernel_exec
     return Prediction(
         config=config, layout=layout,
         cpu=CpuState(cr0=k.cr0, cr3=k.cr3, cr4=k.cr4, efer=k.efer),
         memory=k.mem, allocations=list(k.allocations), hook_log=list(k.hook_log),
         cursor_after=k.cursor, roles=dict(k.roles), direct_map_end_pfn=k.direct_map_end_pfn,
         pkmap_page_table=k.pkmap_page_table, hypervisor_tables=backend.hypervisor_tables(),
-        hypervisor_flags=backend.hypervisor_flags())
+        hypervisor_flags=backend.hypervisor_flags(), bug=bug)
 
 
 def _check_cursor_outside_image(cursor: int, image: KernelImage) -> None:
