@@ -63,10 +63,10 @@ def group(findings: list[Finding]) -> list[Group]:
                 and g.expected == f.expected and g.actual == f.actual and f.va is not None
                 and g.end is not None and f.va == g.end):
             g.end = f.va + max(f.span, 1)
-            g.count += 1
+            g.count += f.count
             continue
         end = f.va + max(f.span, 1) if f.va is not None else None
-        groups.append(Group(f.check, f.rule, f.level, f.expected, f.actual, f.va, end, 1, f))
+        groups.append(Group(f.check, f.rule, f.level, f.expected, f.actual, f.va, end, f.count, f))
     return groups
 
 

@@ -1,0 +1,448 @@
+"""One scenario end to end: guest ELF -> QEMU (stopped) -> gdb -> snapshot at
+pagetable_init entry -> snapshot after paging_init -> guest exit -> checks ->
+report and artifacts.  The CLI and the pytest plugin both call run()."""
+from __future__ import annotations
+
+import json
+import os
+import shlex
+import shutil
+import struct
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from . import checks, elf, gdbmi, model, oracle, qemu, walker, x86
+from .report import render
+from .scenarios import PASS, Scenario
+from .snapshot import Snapshot
+
+REPO = Path(__file__).resolve().parent.parent
+GUEST_BUILD = REPO / "guest" / "build"
+
+# Guest variables recorded with each snapshot (docs/guest-contract.md).
+GUEST_VARS = ("boot_alloc_start", "boot_alloc_cursor", "init_pg_tables_end", "max_pfn",
+              "max_low_pfn", "fixaddr_top", "vmalloc_reserve", "nx_enabled",
+              "guest_cpu_features")
+HOOK_ENTRY = 8
+MB_MEM_UPPER = 8  # offset of mem_upper (KiB above 1 MiB) in the multiboot info
+VIOLATION_SIZE, VIOLATIONS_MAX = 24, 1024  # docs/xen.md violation record
+START_INFO_FIELDS = ("magic", "nr_pages", "shared_info", "pt_base", "nr_pt_frames",
+                     "hypervisor_virt_start", "reserve_top", "flags")  # docs/xen.md
+
+
+class HarnessError(Exception):
+    """The run could not be carried out (as opposed to a check that failed)."""
+
+
+@dataclass
+class RunOptions:
+    variant: str = "patched"          # which guest build runs
+    model_variant: str = "patched"    # which algorithm the model check holds it to
+    artifacts: Path = REPO / "artifacts"
+    qemu: str = "qemu-system-i386"
+    gdb: str = "gdb"
+    accel: str = "tcg"
+    timeout_factor: float = 1.0
+    guest_build: Path = GUEST_BUILD
+    oracle: bool = True
+
+    def cli_flags(self) -> list[str]:
+        """The options that differ from the defaults, as `ptharness check` flags."""
+        d = RunOptions()
+        flags = []
+        if self.variant != d.variant:
+            flags += ["--variant", self.variant]
+        if self.model_variant != d.model_variant:
+            flags += ["--model", self.model_variant]
+        if self.accel != d.accel:
+            flags += ["--accel", self.accel]
+        if self.qemu != d.qemu:
+            flags += ["--qemu", self.qemu]
+        if self.gdb != d.gdb:
+            flags += ["--gdb", self.gdb]
+        if self.timeout_factor != d.timeout_factor:
+            flags += ["--timeout-factor", str(self.timeout_factor)]
+        return flags
+
+
+@dataclass
+class Result:
+    scenario: Scenario
+    options: RunOptions
+    verdict: checks.Verdict
+    exit_status: int | None
+    artifacts: Path
+    seconds: float
+    build_id: str = ""
+    qemu_version: str = ""
+    error: str = ""
+    timings: dict[str, float] = field(default_factory=dict)
+    report: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.error and self.verdict.ok
+
+    @property
+    def expected_bugs(self) -> tuple[str, ...]:
+        if self.options.variant == self.options.model_variant:
+            return ()
+        return self.scenario.prepatch_bugs()
+
+    @property
+    def met_expectation(self) -> bool:
+        """Patched guest vs patched model: every check passes. A pre-patch guest
+        held to the patched model: flagged iff kernel-facts.md §6 says the
+        scenario shows one of the seed's bugs."""
+        if self.error:
+            return False
+        if self.expected_bugs:
+            return not self.verdict.ok
+        return self.verdict.ok
+
+    @property
+    def status(self) -> str:
+        if self.error:
+            return "ERROR"
+        if self.expected_bugs:
+            return "FLAGGED" if not self.verdict.ok else "MISSED"
+        return "PASS" if self.verdict.ok else "FAIL"
+
+
+def artifacts_dir(s: Scenario, opt: RunOptions) -> Path:
+    name = s.id if opt.variant == "patched" else f"{s.id}@{opt.variant}"
+    if opt.model_variant != "patched":
+        name += f"~model-{opt.model_variant}"
+    return opt.artifacts / name
+
+
+def reproduce_command(s: Scenario, opt: RunOptions) -> str:
+    return shlex.join([".venv/bin/ptharness", "check", "--scenario", s.id] + opt.cli_flags())
+
+
+def debug_command(s: Scenario, opt: RunOptions, at: str = "done") -> str:
+    flags = ["--variant", opt.variant] if opt.variant != "patched" else []
+    return shlex.join([".venv/bin/ptharness", "debug", s.id, "--at", at] + flags)
+
+
+def kernel_path(s: Scenario, opt: RunOptions) -> Path:
+    p = opt.guest_build / s.guest_variant(opt.variant) / "kernel.elf"
+    if not p.is_file():
+        raise HarnessError(f"guest build missing: {p} (run `make -C guest`)")
+    return p
+
+
+def firmware_ram(s: Scenario, before: Snapshot | None) -> int:
+    """The RAM the firmware tells the kernel about (SeaBIOS keeps 128 KiB of
+    QEMU's -m for itself): the multiboot info's mem_upper, an input to the
+    kernel just as e820 is to Linux."""
+    upper = (before.guest or {}).get("mb_mem_upper") if before else None
+    return s.memory if upper is None else (1 << 20) + (upper << 10)
+
+
+def model_config(s: Scenario, variant: str, ram_bytes: int) -> model.KernelConfig:
+    flags = s.cpu_flags
+    return model.KernelConfig(
+        pae=s.pae, prepatch=(variant == "prepatch"), pv=s.pv,
+        cpu_pse=flags["pse"], cpu_pge=flags["pge"], cpu_pae=flags["pae"], cpu_nx=flags["nx"],
+        ram_bytes=ram_bytes, mem_limit=s.mem_limit, reservetop=s.reservetop,
+        noexec_off=s.noexec_off)
+
+
+# ----------------------------------------------------------------------------------
+# Reading the machine
+# ----------------------------------------------------------------------------------
+def read_guest_state(gdb: gdbmi.MiSession, image: elf.KernelImage) -> dict:
+    def u32(addr: int) -> int:
+        return int.from_bytes(gdb.read_virtual(addr, 4), "little")
+
+    state = {}
+    for name in GUEST_VARS:
+        addr = image.symbols.get(name)
+        if addr is not None:
+            state[name] = u32(addr)
+    if "multiboot_info" in image.symbols:
+        state["mb_mem_upper"] = u32(image.symbols["multiboot_info"] + MB_MEM_UPPER)
+    info = image.symbols.get("xen_start_info")
+    if info is not None and u32(info):
+        state["start_info_va"] = u32(info)
+        raw = gdb.read_virtual(state["start_info_va"], 4 * len(START_INFO_FIELDS))
+        state["start_info"] = {k: int.from_bytes(raw[4 * i:4 * i + 4], "little")
+                               for i, k in enumerate(START_INFO_FIELDS)}
+    count_at, record_at = image.symbols.get("hyp_violation_count"), image.symbols.get("hyp_violations")
+    if count_at is not None and record_at is not None:
+        count = u32(count_at)
+        state["violation_count"] = count
+        n = min(count, VIOLATIONS_MAX)
+        raw = gdb.read_virtual(record_at, n * VIOLATION_SIZE) if n else b""
+        state["violations"] = [
+            dict(zip(("kind", "entry_pa", "value", "frame", "va"),
+                     struct.unpack_from("<IIQII", raw, i * VIOLATION_SIZE)))
+            for i in range(n)]
+    log, n = image.symbols.get("pv_hook_log"), image.symbols.get("pv_hook_log_len")
+    if log is not None and n is not None:
+        count = int.from_bytes(gdb.read_virtual(n, 4), "little")
+        raw = gdb.read_virtual(log, count * HOOK_ENTRY) if count else b""
+        state["hook_log"] = [[int.from_bytes(raw[i:i + 4], "little"),
+                              int.from_bytes(raw[i + 4:i + 8], "little")]
+                             for i in range(0, len(raw), HOOK_ENTRY)]
+    return state
+
+
+def take_snapshot(gdb: gdbmi.MiSession, image: elf.KernelImage, label: str, s: Scenario,
+                  provenance: dict) -> tuple[Snapshot, walker.Walk]:
+    regs = gdb.registers(["cr0", "cr3", "cr4", "efer", "eip"])
+    cpu = walker.CpuState(cr0=regs["cr0"], cr3=regs["cr3"], cr4=regs["cr4"], efer=regs["efer"])
+    w = walker.walk(gdbmi.GdbMemory(gdb), cpu)
+    snap = Snapshot.from_walk(w, label, registers=regs, provenance=provenance,
+                              scenario=scenario_dict(s), guest=read_guest_state(gdb, image))
+    return snap, w
+
+
+def scenario_dict(s: Scenario) -> dict:
+    return {"id": s.id, "pae": s.pae, "cpu": s.cpu_flags, "memory": s.memory_arg,
+            "append": s.append, "expect": s.expect}
+
+
+def text_regions(gdb: gdbmi.MiSession, image: elf.KernelImage) -> list[checks.TextRegion]:
+    start, end = image.symbols["_text"], image.symbols["_etext"]
+    expected = image.read_virtual(start, end - start)
+    return [checks.TextRegion(start, expected, gdb.read_virtual(start, end - start))]
+
+
+def disassemble(va: int, expected: bytes, actual: bytes) -> str:
+    import capstone
+    md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_32)
+
+    def first(code: bytes) -> str:
+        for insn in md.disasm(code, va):
+            return f"{insn.mnemonic} {insn.op_str}".strip()
+        return "(undecodable)"
+    return f"ELF: `{first(expected)}`, memory: `{first(actual)}`"
+
+
+# ----------------------------------------------------------------------------------
+# The run
+# ----------------------------------------------------------------------------------
+@dataclass
+class Evidence:
+    """Everything one boot yields; the checks judge it afterwards, with QEMU gone."""
+
+    exit_status: int | None = None
+    serial: str = ""
+    before: Snapshot | None = None
+    after: Snapshot | None = None
+    after_walk: walker.Walk | None = None
+    exit_state: dict | None = None     # guest variables when it called guest_exit
+    text: list[checks.TextRegion] = field(default_factory=list)
+    tlb: str | None = None             # QEMU's `info tlb` / `info mem` at the after point
+    mem: str | None = None
+    qemu_version: str = ""
+
+
+def run(s: Scenario, opt: RunOptions) -> Result:
+    t0 = time.monotonic()
+    art = artifacts_dir(s, opt)
+    if art.exists():
+        shutil.rmtree(art)
+    art.mkdir(parents=True)
+    timings: dict[str, float] = {}
+    verdict = checks.Verdict()
+    ev = Evidence()
+    image = None
+    error = ""
+    try:
+        kernel = kernel_path(s, opt)
+        image = elf.KernelImage.from_elf(kernel)
+        machine = qemu.Machine(kernel=kernel, memory=s.memory_arg, cpu=s.cpu_flags,
+                               append=s.append, accel=opt.accel, qemu=opt.qemu)
+        _boot(s, opt, machine, image, art, timings, ev)
+        t = time.monotonic()
+        verdict = evaluate(s, opt, image, ev)
+        timings["checks"] = time.monotonic() - t
+    except (HarnessError, qemu.QemuError, gdbmi.MiError, elf.ElfError) as e:
+        error = str(e)
+        ev.serial = _read(art / "serial.log")
+    result = Result(scenario=s, options=opt, verdict=verdict, exit_status=ev.exit_status,
+                    artifacts=art, seconds=time.monotonic() - t0,
+                    build_id=image.build_id if image else "", qemu_version=ev.qemu_version,
+                    error=error, timings=timings)
+    result.report = _write_artifacts(result, ev.serial)
+    return result
+
+
+def _boot(s: Scenario, opt: RunOptions, machine: qemu.Machine, image: elf.KernelImage,
+          art: Path, timings: dict, ev: Evidence) -> None:
+    """Boot with gdb attached; stop at the contract's points and collect."""
+    tf = opt.timeout_factor
+    prov = {"guest_build_id": image.build_id, "guest_variant": s.guest_variant(opt.variant)}
+    t = time.monotonic()
+    with qemu.QemuProcess(machine, art) as vm:
+        _write_script(art / "qemu.sh", "Boot this scenario by hand, as the harness did "
+                      "(add -S -gdb tcp::1234 to attach gdb).",
+                      shlex.join(machine.arguments(vm.serial_log, None)))
+        with gdbmi.MiSession(opt.gdb, transcript=art / "gdb-mi.log") as gdb:
+            gdb.load_elf(machine.kernel)
+            gdb.connect(vm.gdb_endpoint)
+            ev.qemu_version = gdb.monitor("info version").strip()
+            prov.update(qemu=ev.qemu_version, gdb=gdb.version())
+            points = {}
+            for sym, where in (("pagetable_init", "before"), ("paging_init_done", "after"),
+                               ("guest_exit", "exit")):
+                gdb.break_at(sym)
+                points[image.symbols[sym]] = where
+            timings["start"] = time.monotonic() - t
+            while True:
+                t = time.monotonic()
+                stop = gdb.continue_until_stop(timeout=20 * tf)
+                timings["run"] = timings.get("run", 0) + time.monotonic() - t
+                if stop.get("reason") == "exited":
+                    break
+                where = points.get(_stop_pc(stop))
+                if where is None:
+                    raise HarnessError(f"guest stopped where the contract has no stop: {stop}")
+                t = time.monotonic()
+                if where == "exit":
+                    # The last look before the guest leaves: its hook log and the
+                    # hypervisor's record as they ended, whatever the path.
+                    ev.exit_state = read_guest_state(gdb, image)
+                    (art / "exit-state.json").write_text(json.dumps(ev.exit_state, indent=1) + "\n")
+                elif where == "before":
+                    ev.before, _ = take_snapshot(gdb, image, where, s, prov)
+                    ev.before.save(art / "before.json")
+                else:
+                    ev.after, ev.after_walk = take_snapshot(gdb, image, where, s, prov)
+                    ev.after.save(art / "after.json")
+                    ev.text = text_regions(gdb, image)
+                    if opt.oracle:
+                        ev.tlb, ev.mem = gdb.monitor("info tlb"), gdb.monitor("info mem")
+                timings[f"at_{where}"] = time.monotonic() - t
+        t = time.monotonic()
+        ev.exit_status = vm.wait(timeout=20 * tf)
+        timings["exit"] = time.monotonic() - t
+    ev.serial = _read(art / "serial.log")
+
+
+def _write_script(path: Path, what: str, command: str) -> None:
+    path.write_text(f"#!/bin/sh\n# {what}\ncd {shlex.quote(str(REPO))} || exit 1\nexec {command} \"$@\"\n")
+    path.chmod(0o755)
+
+
+def _stop_pc(stop: dict) -> int | None:
+    frame = stop.get("frame") or {}
+    addr = frame.get("addr")
+    return int(addr, 16) if addr else None
+
+
+def _read(p: Path) -> str:
+    try:
+        return p.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def evaluate(s: Scenario, opt: RunOptions, image: elf.KernelImage, ev: Evidence) -> checks.Verdict:
+    v = checks.Verdict()
+    before, after = ev.before, ev.after
+    pred, model_error = None, ""
+    if before is not None:
+        try:
+            pred = model.predict(before, model_config(s, opt.model_variant, firmware_ram(s, before)),
+                                 image)
+        except model.ModelError as e:
+            model_error = str(e)
+    bug = pred.bug if pred is not None else ""
+
+    v.findings += checks.check_guest(s, ev.exit_status, ev.serial, predicted_bug=bug)
+    v.ran.append("guest")
+    final_state = ev.exit_state if ev.exit_state is not None else (after.guest if after else None)
+    if s.pv == "xen" and final_state is not None:
+        # A kind-2 write lands in a PGD (2-level) or PMD (PAE) entry: one chunk each.
+        for r in final_state.get("violations", []):
+            r.setdefault("span", x86.geometry(s.pae).pmd_size)
+        v.findings += checks.check_hypervisor_audit(final_state)
+    if before is None:
+        if s.expect == PASS:
+            v.findings.append(checks.Finding("guest", "reached", "a stop at pagetable_init",
+                                             "the guest ended first", detail=_last_line(ev.serial)))
+        for c in ("model", "invariants", "oracle", "content"):
+            v.skipped[c] = "the guest ended before pagetable_init"
+        return v
+
+    v.ran.append("model")
+    if model_error:
+        v.findings.append(checks.Finding("model", "before-state", "a state the model can start from",
+                                         model_error))
+    elif bug:
+        # The algorithm stops at the kernel's own BUG(): the guest must stop there too,
+        # having done exactly the calls before it.
+        if after is not None:
+            v.findings.append(checks.Finding("model", "bug", bug, "paging_init completed"))
+        elif final_state is not None:
+            v.findings += checks.check_progress(before, final_state, pred.allocations, pred.hook_log)
+    elif after is None:
+        v.findings.append(checks.Finding("model", "completion", "paging_init completes",
+                                         "the guest stopped before paging_init_done",
+                                         detail=_last_line(ev.serial)))
+    else:
+        pw = walker.walk(pred.memory, pred.cpu)
+        v.findings += checks.check_model(before, after, pred.cpu, pw.tables, pred.allocations,
+                                         pred.hook_log)
+
+    if after is None:
+        for c in ("invariants", "oracle", "content"):
+            v.skipped[c] = "no snapshot after paging_init (the guest stopped before it)"
+        return v
+    layout = checks.SpecLayout.of(s, image.symbols["__init_end"], firmware_ram(s, before),
+                                  start_info=(before.guest or {}).get("start_info"))
+    info_va = (before.guest or {}).get("start_info_va")
+    v.findings += checks.check_invariants(
+        s, layout, image.symbols["swapper_pg_dir"] - x86.PAGE_OFFSET, after, before,
+        zero_pa=image.symbols["empty_zero_page"] - x86.PAGE_OFFSET,
+        start_info_pa=(info_va - x86.PAGE_OFFSET) & ~0xFFF if info_va else None)
+    v.ran.append("invariants")
+    if ev.tlb is not None and ev.after_walk is not None:
+        v.findings += checks.check_oracle(oracle.compare(ev.after_walk, ev.tlb, ev.mem))
+        v.ran.append("oracle")
+    else:
+        v.skipped["oracle"] = "disabled (--no-oracle)"
+    v.findings += checks.check_content(ev.text, disassemble)
+    v.ran.append("content")
+    return v
+
+
+def _last_line(text: str) -> str:
+    lines = text.strip().splitlines()
+    return lines[-1] if lines else "(no serial output)"
+
+
+def _write_artifacts(r: Result, serial: str) -> str:
+    s, opt = r.scenario, r.options
+    variant = s.guest_variant(opt.variant)
+    title = f"{r.status} {s.id} (guest {variant}, model {opt.model_variant}) in {r.seconds:.2f}s"
+    if r.error:
+        title += f"\n  error: {r.error}"
+    text = render(title, r.verdict, reproduce=reproduce_command(s, opt),
+                  debug=debug_command(s, opt), artifacts=str(_rel(r.artifacts)),
+                  serial_tail=serial if (r.error or not r.verdict.ok) else "",
+                  max_groups=10_000)
+    (r.artifacts / "report.txt").write_text(text + "\n")
+    _write_script(r.artifacts / "gdb.sh", "Reopen this scenario in gdb, stopped after paging_init.",
+                  debug_command(s, opt))
+    (r.artifacts / "result.json").write_text(json.dumps({
+        "scenario": s.id, "variant": opt.variant, "model": opt.model_variant,
+        "status": r.status, "met_expectation": r.met_expectation, "exit_status": r.exit_status,
+        "seconds": round(r.seconds, 3), "timings": {k: round(v, 4) for k, v in r.timings.items()},
+        "failed_checks": r.verdict.failed_checks(), "error": r.error, "build_id": r.build_id,
+        "qemu": r.qemu_version, "findings": len(r.verdict.findings),
+    }, indent=1) + "\n")
+    return text
+
+
+def _rel(p: Path) -> Path:
+    try:
+        return p.resolve().relative_to(Path.cwd())
+    except ValueError:
+        return p
