@@ -27,7 +27,7 @@ ADDR_MASK_PAE = 0x000FFFFFFFFFF000
 ADDR_MASK_2L = 0xFFFFF000
 VA_TOP = 1 << 32
 
-CHECKS = ("model", "invariants", "oracle", "content", "guest")
+CHECKS = ("model", "invariants", "hypervisor", "oracle", "content", "guest")
 
 
 @dataclass(frozen=True)
@@ -694,25 +694,35 @@ def check_oracle(disagreements: Iterable) -> list[Finding]:
     return out
 
 
+VIOLATION_RULES = {1: "writable-table", 2: "hypervisor-area-write", 3: "unannounced-table",
+                   4: "kernel-pmd-replaced"}
 VIOLATION_KINDS = {1: "writable mapping of a table page", 2: "write into the hypervisor area",
                    3: "table page linked without alloc_pt/alloc_pd", 4: "kernel PMD replaced (refused)"}
 
 
 def check_hypervisor_audit(state: dict) -> list[Finding]:
-    """The hypervisor stage's own record (docs/xen.md): a correct kernel leaves none."""
-    out = []
-    records = state.get("violations") or []
-    for r in records:
+    """The hypervisor stage's own record (docs/xen.md): a correct kernel leaves
+    none. The pin re-finds what a write already broke; that is one finding."""
+    out: list[Finding] = []
+    seen: dict[tuple, int] = {}
+    for r in state.get("violations") or []:
         kind = r["kind"]
+        key = (kind, r["va"], r["frame"])
+        if key in seen:
+            f = out[seen[key]]
+            if "again at pin" not in f.detail:
+                out[seen[key]] = Finding(**{**f.__dict__, "detail": f.detail + "; found again at pin"})
+            continue
+        seen[key] = len(out)
         span = {1: x86.PAGE_SIZE, 4: 1 << 30}.get(kind, r.get("span", 0))
         out.append(Finding(
-            "invariants", "hypervisor-audit", "no violation",
-            VIOLATION_KINDS.get(kind, f"violation kind {kind}"), level=r.get("level"),
+            "hypervisor", VIOLATION_RULES.get(kind, f"kind-{kind}"), "no violation",
+            VIOLATION_KINDS.get(kind, f"violation kind {kind}"),
             va=r["va"] or None, span=span, entry_addr=r["entry_pa"] or None,
             actual_value=r["value"], detail=f"frame {r['frame']:#x}"))
-    extra = state.get("violation_count", len(records)) - len(records)
+    extra = state.get("violation_count", 0) - len(state.get("violations") or [])
     if extra > 0:
-        out.append(Finding("invariants", "hypervisor-audit", "no violation",
+        out.append(Finding("hypervisor", "record-full", "no violation",
                            f"{extra} more violations (record full)"))
     return out
 

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 
 from .checks import CHECKS, Finding, Verdict
 
-LEVEL_UNITS = {"pte": "PTE", "pmd": "PMD entry", "pgd": "PGD entry", None: "item"}
+LEVEL_UNITS = {"pte": ("PTE", "PTEs"), "pmd": ("PMD entry", "PMD entries"),
+               "pgd": ("PGD entry", "PGD entries"), None: ("item", "items")}
 
 
 @dataclass
@@ -31,8 +32,8 @@ class Group:
         return f"{self.va:08x}-{self.end - 1:08x}"
 
     def line(self) -> str:
-        unit = LEVEL_UNITS.get(self.level, self.level or "item")
-        n = f"{self.count} {unit}{'s' if self.count != 1 else ''}"
+        one, many = LEVEL_UNITS.get(self.level, (self.level, self.level))
+        n = f"{self.count} {one if self.count == 1 else many}"
         head = f"{self.va_text()}, {n}" if self.va is not None else n
         return f"{head}: expected {self.expected}, got {self.actual}"
 

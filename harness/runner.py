@@ -363,6 +363,7 @@ def evaluate(s: Scenario, opt: RunOptions, image: elf.KernelImage, ev: Evidence)
         for r in final_state.get("violations", []):
             r.setdefault("span", x86.geometry(s.pae).pmd_size)
         v.findings += checks.check_hypervisor_audit(final_state)
+        v.ran.append("hypervisor")
     if before is None:
         if s.expect == PASS:
             v.findings.append(checks.Finding("guest", "reached", "a stop at pagetable_init",

@@ -1,0 +1,180 @@
+"""Many scenarios: run them side by side in worker processes, show progress,
+and report the whole matrix (a summary table, a verdict, JUnit XML, JSON).
+
+Each scenario is independent (its own QEMU, gdb and artifacts directory), so
+the workers share nothing; processes rather than threads because the model
+and the walker are Python and would otherwise queue on the GIL.
+"""
+from __future__ import annotations
+
+import ctypes
+import json
+import multiprocessing
+import os
+import signal
+import sys
+import time
+import xml.etree.ElementTree as ET
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from pathlib import Path
+from typing import Callable
+
+from .runner import Result, RunOptions, run
+from .scenarios import Scenario
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _worker_init() -> None:
+    """A worker dies (SIGTERM: its QEMU and gdb go with it) when the parent does."""
+    try:
+        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+    except OSError:
+        pass
+
+
+def _run_one(s: Scenario, opt: RunOptions) -> Result:
+    return run(s, opt)
+
+
+def default_jobs() -> int:
+    return max(1, len(os.sched_getaffinity(0)))
+
+
+def run_matrix(chosen: list[Scenario], opt: RunOptions, jobs: int,
+               on_result: Callable[[Result, int, int], None] | None = None) -> list[Result]:
+    """Run every scenario; results come back in the order given."""
+    results: dict[str, Result] = {}
+    total = len(chosen)
+    if jobs <= 1 or total <= 1:
+        for s in chosen:
+            r = run(s, opt)
+            results[s.id] = r
+            if on_result:
+                on_result(r, len(results), total)
+        return [results[s.id] for s in chosen]
+    ctx = multiprocessing.get_context("fork")
+    pool = ProcessPoolExecutor(max_workers=min(jobs, total), mp_context=ctx,
+                               initializer=_worker_init)
+    try:
+        pending = {pool.submit(_run_one, s, opt) for s in chosen}
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            for f in done:
+                r = f.result()
+                results[r.scenario.id] = r
+                if on_result:
+                    on_result(r, len(results), total)
+    except BaseException:
+        # Ctrl-C reaches the workers too (same process group): each stops its own
+        # QEMU and gdb on the way out; queued scenarios are dropped.
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+    return [results[s.id] for s in chosen]
+
+
+# ------------------------------------------------------------------------------------
+# Presenting the matrix
+# ------------------------------------------------------------------------------------
+def progress_line(r: Result, done: int, total: int) -> str:
+    width = len(str(total))
+    failed = ",".join(r.verdict.failed_checks()) if not r.error else "harness error"
+    tail = "" if r.status == "PASS" else f"  [{failed}]"
+    return f"[{done:>{width}}/{total}] {r.status:<7} {r.scenario.id:<44} {r.seconds:6.2f}s{tail}"
+
+
+def summary(results: list[Result]) -> str:
+    rows = [("scenario", "guest", "status", "time", "failed checks / expected")]
+    for r in results:
+        what = ",".join(r.verdict.failed_checks()) or "-"
+        if r.error:
+            what = "error: " + r.error.splitlines()[0][:60]
+        if r.expected_bugs:
+            what += f" (bugs {'+'.join(r.expected_bugs)} expected)"
+        rows.append((r.scenario.id, r.scenario.guest_variant(r.options.variant), r.status,
+                     f"{r.seconds:.2f}s", what))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def verdict(results: list[Result], wall: float, label: str) -> tuple[bool, str]:
+    met = [r for r in results if r.met_expectation]
+    ok = len(met) == len(results)
+    counts: dict[str, int] = {}
+    for r in results:
+        counts[r.status] = counts.get(r.status, 0) + 1
+    detail = ", ".join(f"{n} {k.lower()}" for k, n in sorted(counts.items()))
+    word = "PASS" if ok else "FAIL"
+    return ok, (f"VERDICT: {word} - {len(met)}/{len(results)} scenarios met their expected "
+                f"outcome ({detail}) in {wall:.1f}s [{label}]")
+
+
+def write_json(results: list[Result], path: Path, wall: float) -> None:
+    doc = {
+        "format": "ptharness-matrix", "version": 1, "seconds": round(wall, 3),
+        "ok": all(r.met_expectation for r in results),
+        "scenarios": [json.loads((r.artifacts / "result.json").read_text())
+                      if (r.artifacts / "result.json").exists() else {"scenario": r.scenario.id}
+                      for r in results],
+    }
+    Path(path).write_text(json.dumps(doc, indent=1) + "\n")
+
+
+def write_junit(results: list[Result], path: Path, wall: float) -> None:
+    """One testcase per scenario with its properties, the report as the failure
+    text and the guest's serial log as system-out."""
+    failures = sum(1 for r in results if not r.met_expectation and not r.error)
+    errors = sum(1 for r in results if r.error)
+    suite = ET.Element("testsuite", name="ptharness", tests=str(len(results)),
+                       failures=str(failures), errors=str(errors), time=f"{wall:.3f}")
+    for r in results:
+        case = ET.SubElement(suite, "testcase", name=r.scenario.id,
+                             classname=f"ptharness.{r.scenario.guest_variant(r.options.variant)}",
+                             time=f"{r.seconds:.3f}")
+        props = ET.SubElement(case, "properties")
+        for k, v in (("scenario", r.scenario.id),
+                     ("guest_variant", r.scenario.guest_variant(r.options.variant)),
+                     ("model", r.options.model_variant), ("guest_build_id", r.build_id),
+                     ("qemu_version", r.qemu_version), ("status", r.status),
+                     ("artifacts", str(r.artifacts))):
+            ET.SubElement(props, "property", name=k, value=v)
+        if r.error:
+            ET.SubElement(case, "error", message=r.error.splitlines()[0]).text = r.report
+        elif not r.met_expectation:
+            ET.SubElement(case, "failure", message=f"{r.status}: "
+                          + ",".join(r.verdict.failed_checks())).text = r.report
+        serial = r.artifacts / "serial.log"
+        if serial.exists():
+            ET.SubElement(case, "system-out").text = serial.read_text(errors="replace")
+    ET.indent(suite)
+    ET.ElementTree(suite).write(path, encoding="utf-8", xml_declaration=True)
+
+
+def run_and_report(chosen: list[Scenario], opt: RunOptions, jobs: int, label: str, *,
+                   junit: Path | None = None, json_path: Path | None = None,
+                   out=sys.stdout, quiet: bool = False) -> bool:
+    """The main job: progress as scenarios finish, the reports of the ones that
+    did not meet their expectation, a summary table and one verdict line."""
+    t0 = time.monotonic()
+    print(f"ptharness: {len(chosen)} scenario(s) [{label}], {jobs} at a time; "
+          f"artifacts in {opt.artifacts}", file=out, flush=True)
+
+    def show(r: Result, done: int, total: int) -> None:
+        print(progress_line(r, done, total), file=out, flush=True)
+
+    results = run_matrix(chosen, opt, jobs, None if quiet else show)
+    wall = time.monotonic() - t0
+    bad = [r for r in results if not r.met_expectation]
+    if bad:
+        print("\n" + "\n\n".join(r.report for r in bad), file=out)
+    print("\n" + summary(results), file=out)
+    ok, line = verdict(results, wall, label)
+    print("\n" + line, file=out, flush=True)
+    if junit:
+        write_junit(results, junit, wall)
+    if json_path:
+        write_json(results, json_path, wall)
+    return ok
