@@ -619,7 +619,21 @@ class MiSession:
         return data
 
     def write_memory(self, addr: int, data: bytes, timeout: float = 60.0) -> None:
-        if data:
+        """Write in the current (virtual or physical) mode. Big writes go through
+        `restore`: gdb parses a long -data-write-memory-bytes argument in
+        quadratic time (256 KiB: 0.84 s; as a file: 0.013 s)."""
+        if not data:
+            return
+        if len(data) >= _DUMP_THRESHOLD and self._can_dump():
+            path = os.path.join(self._scratch_dir(), "write.bin")
+            with open(path, "wb") as f:
+                f.write(data)
+            try:
+                self.console(f"restore {path} binary {addr:#x}", timeout)
+            finally:
+                with contextlib.suppress(OSError):
+                    os.unlink(path)
+        else:
             self.command(f"-data-write-memory-bytes {addr:#x} {data.hex()}", timeout)
 
     def read_physical(self, addr: int, size: int) -> bytes:
