@@ -164,6 +164,9 @@ class ReplayTransport:
                 cur.append(text.encode() + b"\n")
         self._ready = b"".join(initial)
         self._next = 0
+        # The relay socket the recording connected to: connect() sends it again.
+        self.relay_path = next((m.group(1) for cmd, _ in self._steps
+                                for m in [re.search(r"-target-select remote (\S+)", cmd)] if m), "")
 
     def write(self, data: bytes) -> None:
         sent = data.decode().rstrip("\n")
@@ -686,13 +689,14 @@ class MiSession:
                     self._log(">", "-gdb-exit")
                     io.write(b"-gdb-exit\n")
                     deadline = time.monotonic() + 1.0
+                    tail = bytearray()
                     while io.exit_status() is None and time.monotonic() < deadline:
                         data = io.read(0.05)
                         if data == b"":
                             break
-                        if data:
-                            for ln in data.decode("utf-8", "replace").splitlines():
-                                self._log("<", ln)
+                        tail += data or b""
+                    for ln in tail.decode("utf-8", "replace").splitlines():
+                        self._log("<", ln)
             except Exception:
                 pass
             finally:
