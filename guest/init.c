@@ -92,7 +92,7 @@ static pte_t *one_page_table_init(pmd_t *pmd)
  * filled later (set_fixmap, kmap). start and end are pmd aligned, end 0
  * means "up to the 32-bit wrap".
  */
-static void page_table_range_init(unsigned long start, unsigned long end, pgd_t *pgd_base)
+static __noinline void page_table_range_init(unsigned long start, unsigned long end, pgd_t *pgd_base)
 {
 	pgd_t *pgd;
 	pmd_t *pmd;
@@ -136,7 +136,7 @@ static inline int is_kernel_text(unsigned long addr)
  * CPU has PSE, else 4 KiB ptes. Leaves are always (re)written; only the
  * intermediate tables are reused.
  */
-static void kernel_physical_mapping_init(pgd_t *pgd_base)
+static __noinline void kernel_physical_mapping_init(pgd_t *pgd_base)
 {
 	unsigned long pfn;
 	pgd_t *pgd;
@@ -189,7 +189,7 @@ static void kernel_physical_mapping_init(pgd_t *pgd_base)
 }
 
 /* HIGHMEM: the pte table for kmap()'s window, one pmd below the fixmap. */
-static void permanent_kmaps_init(pgd_t *pgd_base)
+static __noinline void permanent_kmaps_init(pgd_t *pgd_base)
 {
 	unsigned long vaddr = PKMAP_BASE;
 	pgd_t *pgd;
@@ -268,7 +268,7 @@ void native_pagetable_setup_done(pgd_t *base)
  * Build the kernel's page tables in swapper_pg_dir. The harness takes its
  * "before" snapshot on the first instruction, so this stays a real function.
  */
-void __noinline pagetable_init(void)
+void __stop_point pagetable_init(void)
 {
 	unsigned long vaddr;
 #ifndef PREPATCH

@@ -132,7 +132,7 @@ static void print_banner(void)
 }
 
 /* The "after" snapshot point: called once, right after paging_init(). */
-void __noinline paging_init_done(void)
+void __stop_point paging_init_done(void)
 {
 	barrier();
 }

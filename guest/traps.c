@@ -50,7 +50,7 @@ void trap_init(void)
 	asm volatile("lidt %0" : : "m"(descr));
 }
 
-void __noinline exception_report(struct exception_frame *f)
+void __stop_point exception_report(struct exception_frame *f)
 {
 	static int reporting;
 	barrier();

@@ -13,7 +13,7 @@ static const char *const exit_names[] = {
 
 void (*guest_exit_notifier)(void);
 
-void __noinline guest_exit(enum guest_exit_code code)
+void __stop_point guest_exit(enum guest_exit_code code)
 {
 	barrier();
 	/* Once only: the notifier may itself fault or BUG and come back here. */
