@@ -684,14 +684,10 @@ def _chunk_role(layout: SpecLayout, va: int) -> str:
 # Layers 3-5: oracle, content, guest outcome
 # --------------------------------------------------------------------------------------
 def check_oracle(disagreements: Iterable) -> list[Finding]:
-    """Findings from oracle.compare()'s disagreements (each has va, size, what,
-    walker and qemu descriptions)."""
-    out = []
-    for d in disagreements:
-        out.append(Finding("oracle", getattr(d, "source", "qemu"), getattr(d, "qemu", "?"),
-                           getattr(d, "walker", "?"), va=getattr(d, "va", None),
-                           span=getattr(d, "size", 0), detail=getattr(d, "what", str(d))))
-    return out
+    """Findings from oracle.compare(): where the walker and QEMU's own `info
+    tlb` / `info mem` disagree (expected = QEMU, actual = the walker)."""
+    return [Finding("oracle", d.kind, f"QEMU: {d.qemu}", f"walker: {d.walker}", va=d.va,
+                    span=d.size) for d in disagreements]
 
 
 VIOLATION_RULES = {1: "writable-table", 2: "hypervisor-area-write", 3: "unannounced-table",

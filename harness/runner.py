@@ -10,6 +10,7 @@ import shutil
 import struct
 import sys
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -240,6 +241,8 @@ class Evidence:
     tlb: str | None = None             # QEMU's `info tlb` / `info mem` at the after point
     mem: str | None = None
     qemu_version: str = ""
+    prediction: Future | None = None   # predict(before), computed while the guest runs
+    saved: list[Future] = field(default_factory=list)
 
 
 def run(s: Scenario, opt: RunOptions) -> Result:
@@ -258,10 +261,13 @@ def run(s: Scenario, opt: RunOptions) -> Result:
         image = elf.KernelImage.from_elf(kernel)
         machine = qemu.Machine(kernel=kernel, memory=s.memory_arg, cpu=s.cpu_flags,
                                append=s.append, accel=opt.accel, qemu=opt.qemu)
-        _boot(s, opt, machine, image, art, timings, ev)
-        t = time.monotonic()
-        verdict = evaluate(s, opt, image, ev)
-        timings["checks"] = time.monotonic() - t
+        with ThreadPoolExecutor(max_workers=2) as background:
+            _boot(s, opt, machine, image, art, timings, ev, background)
+            t = time.monotonic()
+            verdict = evaluate(s, opt, image, ev)
+            for f in ev.saved:
+                f.result()
+            timings["checks"] = time.monotonic() - t
     except (HarnessError, qemu.QemuError, gdbmi.MiError, elf.ElfError) as e:
         error = str(e)
         ev.serial = _read(art / "serial.log")
@@ -274,12 +280,16 @@ def run(s: Scenario, opt: RunOptions) -> Result:
 
 
 def _boot(s: Scenario, opt: RunOptions, machine: qemu.Machine, image: elf.KernelImage,
-          art: Path, timings: dict, ev: Evidence) -> None:
-    """Boot with gdb attached; stop at the contract's points and collect."""
+          art: Path, timings: dict, ev: Evidence, background: ThreadPoolExecutor) -> None:
+    """Boot with gdb attached; stop at the contract's points and collect.
+
+    Pure-Python work that does not need the machine (the model's prediction,
+    writing snapshots) goes to `background`, to overlap with the guest running
+    and QEMU formatting `info tlb`: the main thread mostly waits on sockets."""
     tf = opt.timeout_factor
     prov = {"guest_build_id": image.build_id, "guest_variant": s.guest_variant(opt.variant)}
     t = time.monotonic()
-    with qemu.QemuProcess(machine, art) as vm:
+    with qemu.QemuProcess(machine, art, qmp=opt.oracle) as vm:
         _write_script(art / "qemu.sh", "Boot this scenario by hand, as the harness did "
                       "(add -S -gdb tcp::1234 to attach gdb).",
                       shlex.join(machine.arguments(vm.serial_log, None)))
@@ -311,13 +321,16 @@ def _boot(s: Scenario, opt: RunOptions, machine: qemu.Machine, image: elf.Kernel
                     (art / "exit-state.json").write_text(json.dumps(ev.exit_state, indent=1) + "\n")
                 elif where == "before":
                     ev.before, _ = take_snapshot(gdb, image, where, s, prov)
-                    ev.before.save(art / "before.json")
+                    ev.prediction = background.submit(predict, s, opt, image, ev.before)
+                    ev.saved.append(background.submit(ev.before.save, art / "before.json"))
                 else:
                     ev.after, ev.after_walk = take_snapshot(gdb, image, where, s, prov)
-                    ev.after.save(art / "after.json")
+                    ev.saved.append(background.submit(ev.after.save, art / "after.json"))
                     ev.text = text_regions(gdb, image)
                     if opt.oracle:
-                        ev.tlb, ev.mem = gdb.monitor("info tlb"), gdb.monitor("info mem")
+                        # QEMU's own view, through QMP (the same monitor text as
+                        # gdb's `monitor`, without its per-line packets).
+                        ev.tlb, ev.mem = vm.hmp("info tlb", 60 * tf), vm.hmp("info mem", 60 * tf)
                 timings[f"at_{where}"] = time.monotonic() - t
         t = time.monotonic()
         ev.exit_status = vm.wait(timeout=20 * tf)
@@ -348,11 +361,7 @@ def evaluate(s: Scenario, opt: RunOptions, image: elf.KernelImage, ev: Evidence)
     before, after = ev.before, ev.after
     pred, model_error = None, ""
     if before is not None:
-        try:
-            pred = model.predict(before, model_config(s, opt.model_variant, firmware_ram(s, before)),
-                                 image)
-        except model.ModelError as e:
-            model_error = str(e)
+        pred, model_error = ev.prediction.result() if ev.prediction else predict(s, opt, image, before)
     bug = pred.bug if pred is not None else ""
 
     v.findings += checks.check_guest(s, ev.exit_status, ev.serial, predicted_bug=bug)
@@ -412,6 +421,16 @@ def evaluate(s: Scenario, opt: RunOptions, image: elf.KernelImage, ev: Evidence)
     v.findings += checks.check_content(ev.text, disassemble)
     v.ran.append("content")
     return v
+
+
+def predict(s: Scenario, opt: RunOptions, image: elf.KernelImage,
+            before: Snapshot) -> tuple[model.Prediction | None, str]:
+    """The model's prediction from the before snapshot, or why there is none."""
+    try:
+        cfg = model_config(s, opt.model_variant, firmware_ram(s, before))
+        return model.predict(before, cfg, image), ""
+    except model.ModelError as e:
+        return None, str(e)
 
 
 def _last_line(text: str) -> str:
