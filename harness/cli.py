@@ -1,5 +1,8 @@
 """`ptharness`: one subcommand per task, all on the same layers.
 
+    ptharness check [--matrix quick|full] [--scenario ID ...] [--variant prepatch] ...
+    ptharness list [--matrix quick|full]
+    ptharness diff A.json B.json
     ptharness walk --gdb HOST:PORT|SOCKET [--va ADDR] [--json FILE] [--oracle]
 
 Exit status: 0 fine, 1 the check found a disagreement, 2 an error (one line on
@@ -15,6 +18,7 @@ from typing import Callable
 from . import __version__, oracle, walker
 from .gdbmi import GdbMemory, MiError, MiSession
 from .qemu import QemuError
+from .scenarios import UnknownScenario
 from .snapshot import Snapshot, SnapshotError
 
 EXIT_OK, EXIT_DISAGREE, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -199,10 +203,125 @@ def _provenance(gdb: MiSession, args: argparse.Namespace) -> dict:
 
 
 # --------------------------------------------------------------------------------------
+# check, list, diff
+# --------------------------------------------------------------------------------------
+
+def _add_check(sub: argparse._SubParsersAction) -> None:
+    from .scenarios import MATRICES, VARIANTS
+    p = sub.add_parser(
+        "check", help="run the validation matrix (the main job)",
+        description="Boot every chosen scenario in QEMU, snapshot the page tables at "
+                    "pagetable_init entry and after paging_init, and hold them to the model, "
+                    "the spec's invariants and QEMU's own view. Exit 0 only if every scenario "
+                    "met its expected outcome (the patched guest passes; the pre-patch guest is "
+                    "flagged exactly where the seed's bugs show).")
+    p.add_argument("--matrix", choices=MATRICES, default="quick", help="scenario set (default quick)")
+    p.add_argument("--scenario", action="append", default=[], metavar="ID",
+                   help="run only this scenario (repeatable; `ptharness list` shows the ids)")
+    p.add_argument("--variant", choices=VARIANTS, default="patched",
+                   help="which guest build runs (default patched)")
+    p.add_argument("--model", choices=VARIANTS, default="patched", dest="model_variant",
+                   help="which algorithm the model check holds it to (default patched: the spec)")
+    p.add_argument("-j", "--jobs", type=int, default=0, metavar="N",
+                   help="scenarios at a time (default: one per CPU)")
+    p.add_argument("--junit", metavar="FILE", help="write JUnit XML here")
+    p.add_argument("--json", metavar="FILE", help="write the matrix result as JSON here")
+    p.add_argument("--artifacts", metavar="DIR", default="artifacts",
+                   help="per-scenario logs, snapshots and reports (default artifacts/)")
+    p.add_argument("--qemu", default="qemu-system-i386", metavar="PATH", help="QEMU binary")
+    p.add_argument("--gdb-binary", default="gdb", metavar="PATH", help="gdb binary")
+    p.add_argument("--accel", choices=("tcg", "kvm"), default="tcg",
+                   help="QEMU accelerator (kvm only where /dev/kvm is usable)")
+    p.add_argument("--timeout-factor", type=float, default=1.0, metavar="F",
+                   help="multiply every guest timeout (slow hosts)")
+    p.add_argument("--no-oracle", action="store_true", help="skip QEMU's info tlb / info mem")
+    p.add_argument("-q", "--quiet", action="store_true", help="no per-scenario progress lines")
+    p.set_defaults(func=cmd_check)
+
+
+def _preflight(args: argparse.Namespace) -> None:
+    """Fail before starting anything: binaries, the guest build, KVM."""
+    import os
+    import shutil
+    from .runner import GUEST_BUILD
+    for what, binary in (("QEMU", args.qemu), ("gdb", args.gdb_binary)):
+        if shutil.which(binary) is None:
+            raise CliError(f"{what} binary {binary!r} not found (scripts/bootstrap installs it)")
+    if args.accel == "kvm":
+        try:
+            os.close(os.open("/dev/kvm", os.O_RDWR))
+        except OSError as e:
+            raise CliError(f"--accel kvm: /dev/kvm is not usable here ({e.strerror}); use tcg")
+    if not GUEST_BUILD.is_dir():
+        raise CliError(f"guest build missing: {GUEST_BUILD} (run `make -C guest`)")
+
+
+def cmd_check(args: argparse.Namespace, out=sys.stdout) -> int:
+    from pathlib import Path
+    from . import matrix, scenarios
+    from .runner import RunOptions
+    chosen = ([scenarios.get(i) for i in args.scenario] if args.scenario
+              else scenarios.matrix(args.matrix))
+    _preflight(args)
+    opt = RunOptions(variant=args.variant, model_variant=args.model_variant,
+                     artifacts=Path(args.artifacts).resolve(), qemu=args.qemu,
+                     gdb=args.gdb_binary, accel=args.accel,
+                     timeout_factor=args.timeout_factor, oracle=not args.no_oracle)
+    jobs = args.jobs or matrix.default_jobs()
+    what = f"{len(chosen)} chosen" if args.scenario else f"{args.matrix} matrix"
+    label = f"{what}, guest {args.variant}, model {args.model_variant}"
+    ok = matrix.run_and_report(chosen, opt, jobs, label,
+                               junit=Path(args.junit) if args.junit else None,
+                               json_path=Path(args.json) if args.json else None,
+                               out=out, quiet=args.quiet)
+    return EXIT_OK if ok else EXIT_DISAGREE
+
+
+def _add_list(sub: argparse._SubParsersAction) -> None:
+    from .scenarios import MATRICES
+    p = sub.add_parser("list", help="list the scenario ids",
+                       description="Every scenario of a matrix with what it boots and expects.")
+    p.add_argument("--matrix", choices=MATRICES, default="full", help="default full")
+    p.set_defaults(func=cmd_list)
+
+
+def cmd_list(args: argparse.Namespace, out=sys.stdout) -> int:
+    from . import scenarios
+    rows = [("id", "guest", "cpu", "memory", "cmdline", "expect", "pre-patch")]
+    for s in scenarios.matrix(args.matrix):
+        cpu = ",".join(f"{k}={'on' if v else 'off'}" for k, v in s.cpu_flags.items())
+        rows.append((s.id, s.guest_variant(), cpu, s.memory_arg, s.append, s.expect,
+                     "bugs " + "+".join(s.prepatch_bugs()) if s.prepatch_bugs() else "same"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip(), file=out)
+    return EXIT_OK
+
+
+def _add_diff(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "diff", help="compare two snapshots semantically",
+        description="Ranges gained, lost and changed, table pages and registers between two "
+                    "snapshots (e.g. before.json and after.json of one run, or one scenario on "
+                    "two guest builds). Exit 0 if they agree, 1 if they differ.")
+    p.add_argument("a", metavar="A.json")
+    p.add_argument("b", metavar="B.json")
+    p.set_defaults(func=cmd_diff)
+
+
+def cmd_diff(args: argparse.Namespace, out=sys.stdout) -> int:
+    from .diff import diff
+    d = diff(Snapshot.load(args.a), Snapshot.load(args.b))
+    print(d.render(args.a, args.b), file=out)
+    return EXIT_OK if d.empty else EXIT_DISAGREE
+
+
+# --------------------------------------------------------------------------------------
 # entry point
 # --------------------------------------------------------------------------------------
 
-SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [_add_walk]
+SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
+    _add_check, _add_list, _add_diff, _add_walk]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -224,7 +343,7 @@ def main(argv: list[str] | None = None) -> int:
         print("ptharness: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
     except (CliError, MiError, QemuError, oracle.OracleError, SnapshotError, OSError,
-            ValueError) as e:
+            ValueError, UnknownScenario) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         print(f"ptharness: error: {first}", file=sys.stderr)
         return EXIT_ERROR
