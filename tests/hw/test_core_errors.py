@@ -106,7 +106,9 @@ def test_qemu_dying_mid_session(stub_elf, tmp_path):
         assert "went away" in one_line_error(res) or "connection closed" in err.lower()
     finally:
         ctx.__exit__(None, None, None)
-    assert processes_mentioning(str(tmp_path)) == [] and processes_mentioning("--relay") == []
+    # Nothing of this run: no QEMU, gdb or relay names its socket or directory.
+    assert processes_mentioning(str(tmp_path)) == []
+    assert processes_mentioning(qemu.gdb_endpoint) == []
 
 
 def test_gdb_dying_mid_session(stub_elf, tmp_path):
@@ -129,4 +131,6 @@ def test_gdb_dying_mid_session(stub_elf, tmp_path):
         assert qemu.alive()  # only gdb died
     finally:
         ctx.__exit__(None, None, None)
-    assert processes_mentioning(str(tmp_path)) == [] and processes_mentioning("--relay") == []
+    # Nothing of this run: no QEMU, gdb or relay names its socket or directory.
+    assert processes_mentioning(str(tmp_path)) == []
+    assert processes_mentioning(qemu.gdb_endpoint) == []
