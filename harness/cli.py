@@ -3,6 +3,7 @@
     ptharness check [--matrix quick|full] [--scenario ID ...] [--variant prepatch] ...
     ptharness list [--matrix quick|full]
     ptharness diff A.json B.json
+    ptharness debug SCENARIO [--at entry|done|fault] [--variant prepatch]
     ptharness walk --gdb HOST:PORT|SOCKET [--va ADDR] [--json FILE] [--oracle]
 
 Exit status: 0 fine, 1 the check found a disagreement, 2 an error (one line on
@@ -17,6 +18,7 @@ from typing import Callable
 
 from . import __version__, oracle, walker
 from .gdbmi import GdbMemory, MiError, MiSession
+from .report import format_cpu, format_ranges, format_va_walk
 from .qemu import QemuError
 from .scenarios import UnknownScenario
 from .snapshot import Snapshot, SnapshotError
@@ -66,29 +68,6 @@ def _address(text: str) -> int:
     if not 0 <= v < 1 << 32:
         raise argparse.ArgumentTypeError(f"{text} is not a 32-bit address")
     return v
-
-
-def _size(n: int) -> str:
-    for unit, shift in (("G", 30), ("M", 20), ("K", 10)):
-        if n >= 1 << shift and n % (1 << shift) == 0:
-            return f"{n >> shift}{unit}"
-    return f"{n:#x}"
-
-
-def format_ranges(ranges: list[walker.Range]) -> list[str]:
-    lines = [f"{'VA':<21} {'PA':<23} {'size':>6} {'page':>4} perm user global flags"]
-    for r in ranges:
-        perm = "r" + ("w" if r.writable else "-") + ("x" if r.executable else "-")
-        lines.append(f"{r.va:08x}-{r.va + r.size - 1:08x}  {r.pa:09x}-{r.pa + r.size - 1:09x}"
-                     f"  {_size(r.size):>6} {_size(r.page_size):>4} {perm}  "
-                     f"{'u' if r.user else 's':<4} {'g' if r.global_ else '-':<6} {r.flags:#x}")
-    return lines
-
-
-def format_cpu(cpu: walker.CpuState) -> str:
-    bits = [name for name, on in (("PSE", cpu.pse), ("PGE", cpu.pge), ("NXE", cpu.nxe)) if on]
-    return (f"paging {cpu.mode}  cr0={cpu.cr0:#x} cr3={cpu.cr3:#x} cr4={cpu.cr4:#x} "
-            f"efer={cpu.efer:#x}  {' '.join(bits)}").rstrip()
 
 
 def cmd_walk(args: argparse.Namespace, out=sys.stdout) -> int:
@@ -144,20 +123,7 @@ def _walk_attached(gdb: MiSession, args: argparse.Namespace, out) -> int:
         print(f"problem: {p.level} entry {p.value:#x} at {p.entry_addr:#x} (VA {p.va:#010x}): "
               f"{p.what}", file=out)
     for va in args.va:
-        print(f"\nwalk of {va:#010x}:", file=out)
-        steps = walker.walk_va(mem, cpu, va, phys_bits=args.phys_bits)
-        if not steps:
-            print("  paging is off", file=out)
-        for s in steps:
-            print(f"  {s.level:<3} table {s.table:#x} [{s.index}] entry {s.entry:#x} "
-                  f"at {s.entry_addr:#x}: {s.what}", file=out)
-        if steps and steps[-1].pa is not None:
-            leaf = next((lf for lf in _leaves_at(walk, va)), None)
-            perms = ""
-            if leaf is not None:
-                perms = (" r" + ("w" if leaf.writable else "-") + ("x" if leaf.executable else "-")
-                         + (" user" if leaf.user else " supervisor"))
-            print(f"  -> PA {steps[-1].pa:#x}{perms}", file=out)
+        print("\n" + "\n".join(format_va_walk(walk, mem, va, phys_bits=args.phys_bits)), file=out)
     if args.json:
         snap = Snapshot.from_walk(walk, "walk", provenance=_provenance(gdb, args))
         snap.save(args.json)
@@ -174,17 +140,6 @@ def _walk_attached(gdb: MiSession, args: argparse.Namespace, out) -> int:
             return EXIT_DISAGREE
         print("oracle: QEMU's info tlb and info mem agree with the walk", file=out)
     return EXIT_OK
-
-
-def _leaves_at(walk: walker.Walk, va: int):
-    runs = walk.leaves.runs if isinstance(walk.leaves, walker.Leaves) else None
-    if runs is None:
-        yield from (lf for lf in walk.leaves if lf.va <= va < lf.va + lf.size)
-        return
-    for r in runs:
-        if r[0] <= va < r[0] + r[2] * r[3]:
-            k = (va - r[0]) // r[3]
-            yield walker.Leaves._leaf(r, k)
 
 
 def _provenance(gdb: MiSession, args: argparse.Namespace) -> dict:
@@ -316,12 +271,48 @@ def cmd_diff(args: argparse.Namespace, out=sys.stdout) -> int:
     return EXIT_OK if d.empty else EXIT_DISAGREE
 
 
+def _add_debug(sub: argparse._SubParsersAction) -> None:
+    from .debug import POINTS
+    from .scenarios import VARIANTS
+    p = sub.add_parser(
+        "debug", help="open one scenario in an interactive gdb",
+        description="Boot one scenario in QEMU, stop it at pagetable_init entry (entry), after "
+                    "paging_init (done, the default) or in the exception handler (fault), and "
+                    "open gdb with the guest's symbols and the pt commands: pt walk, pt va ADDR, "
+                    "pt diff (the tables against the model, in the report's wording), "
+                    "pt snapshot FILE, pt where. Quit gdb to end; nothing is left running.")
+    p.add_argument("scenario", metavar="SCENARIO", help="a scenario id (`ptharness list`)")
+    p.add_argument("--at", choices=POINTS, default="done", help="where to stop (default done)")
+    p.add_argument("--variant", choices=VARIANTS, default="patched", help="guest build")
+    p.add_argument("--model", choices=VARIANTS, default="patched", dest="model_variant",
+                   help="the algorithm pt diff holds the tables to")
+    p.add_argument("--artifacts", metavar="DIR", default="artifacts")
+    p.add_argument("--qemu", default="qemu-system-i386", metavar="PATH")
+    p.add_argument("--gdb-binary", default="gdb", metavar="PATH")
+    p.set_defaults(func=cmd_debug)
+
+
+def cmd_debug(args: argparse.Namespace, out=sys.stdout) -> int:
+    from pathlib import Path
+    from . import debug, scenarios
+    from .runner import RunOptions
+    s = scenarios.get(args.scenario)
+    opt = RunOptions(variant=args.variant, model_variant=args.model_variant,
+                     artifacts=Path(args.artifacts).resolve(), qemu=args.qemu,
+                     gdb=args.gdb_binary)
+    try:
+        debug.debug(s, opt, args.at)
+    except debug.DebugError as e:
+        raise CliError(str(e)) from None
+    return EXIT_OK
+
+
 # --------------------------------------------------------------------------------------
 # entry point
 # --------------------------------------------------------------------------------------
 
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _add_check, _add_list, _add_diff, _add_walk]
+    _add_check, _add_list, _add_diff, _add_walk, _add_debug]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,6 +17,7 @@ from . import scenarios
 # The runner pulls in every layer; it is imported only when a scenario runs so
 # that a plain unit-test session does not depend on it.
 OPTIONS_KEY = pytest.StashKey[dict]()
+LAST_RUN_KEY = pytest.StashKey[tuple]()  # (scenario, RunOptions) of a test's last run
 
 # option, environment fallback, default, help
 _OPTIONS = (
@@ -38,10 +39,18 @@ def pytest_addoption(parser):
     for opt, env, default, text in _OPTIONS:
         group.addoption(opt, default=os.environ.get(env, default),
                         help=f"{text} (env {env}; default {default})")
+    group.addoption("--gdb-on-fail", action="store_true",
+                    default=os.environ.get("PTHARNESS_GDB_ON_FAIL") == "1",
+                    help="when a scenario fails, open it in an interactive gdb at paging_init_done "
+                         "(needs a terminal and -n 0; env PTHARNESS_GDB_ON_FAIL=1)")
 
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "qemu: boots real QEMU (needs qemu, gdb and the guest build)")
+    if config.getoption("gdb_on_fail") and _xdist_workers(config):
+        raise pytest.UsageError(
+            "--gdb-on-fail opens gdb on your terminal, which xdist workers do not have: "
+            "run it with -n 0 (e.g. pytest -n 0 --gdb-on-fail -k SCENARIO)")
     variant = config.getoption("guest_variant")
     if variant not in scenarios.VARIANTS:
         raise pytest.UsageError(f"--guest-variant must be one of {', '.join(scenarios.VARIANTS)}")
@@ -64,6 +73,40 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("scenario", chosen, ids=[s.id for s in chosen])
 
 
+def _xdist_workers(config) -> int:
+    n = getattr(config.option, "numprocesses", None)
+    if n in (None, 0, "0"):
+        return 0
+    return 1  # "auto", "logical" or a number: workers without a terminal
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    if (rep.when == "call" and rep.failed and item.config.getoption("gdb_on_fail")
+            and LAST_RUN_KEY in item.stash):
+        _open_gdb(item, *item.stash[LAST_RUN_KEY])
+
+
+def _open_gdb(item, scenario, opt) -> None:
+    """The failing scenario in an interactive gdb, on the real terminal: pytest's
+    output capture is suspended meanwhile, as for --pdb."""
+    from . import debug
+    capman = item.config.pluginmanager.getplugin("capturemanager")
+    if capman is not None:
+        capman.suspend_global_capture(in_=True)
+    try:
+        print(f"\n--gdb-on-fail: opening {scenario.id} at paging_init_done "
+              f"(quit gdb to go on with the tests)", flush=True)
+        debug.debug(scenario, opt, "done")
+    except debug.DebugError as e:
+        print(f"--gdb-on-fail: {e}", flush=True)
+    finally:
+        if capman is not None:
+            capman.resume_global_capture()
+
+
 @pytest.fixture(scope="session")
 def ptharness_options(request):
     """runner.RunOptions from the command line / environment."""
@@ -72,7 +115,7 @@ def ptharness_options(request):
 
 
 @pytest.fixture
-def run_scenario(ptharness_options, record_property):
+def run_scenario(ptharness_options, record_property, request):
     """Boot a scenario and return its runner.Result (keyword arguments override
     RunOptions fields, e.g. variant="prepatch")."""
 
@@ -81,6 +124,7 @@ def run_scenario(ptharness_options, record_property):
     def run(s: scenarios.Scenario, **overrides) -> "runner.Result":
         opt = runner.RunOptions(**{**ptharness_options.__dict__, **overrides})
         result = runner.run(s, opt)
+        request.node.stash[LAST_RUN_KEY] = (s, opt)
         record_property("scenario", s.id)
         record_property("guest_variant", s.guest_variant(opt.variant))
         record_property("guest_build_id", result.build_id)

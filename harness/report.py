@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from . import walker
 from .checks import CHECKS, Finding, Verdict
 
 LEVEL_UNITS = {"pte": ("PTE", "PTEs"), "pmd": ("PMD entry", "PMD entries"),
@@ -103,3 +104,63 @@ def render(title: str, verdict: Verdict, *, reproduce: str = "", debug: str = ""
     if debug:
         lines.append(f"  debug:     {debug}")
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------------------------------
+# Address spaces for a person (ptharness walk, the gdb `pt` commands)
+# ------------------------------------------------------------------------------------
+def _size(n: int) -> str:
+    for unit, shift in (("G", 30), ("M", 20), ("K", 10)):
+        if n >= 1 << shift and n % (1 << shift) == 0:
+            return f"{n >> shift}{unit}"
+    return f"{n:#x}"
+
+
+def format_ranges(ranges: list[walker.Range]) -> list[str]:
+    lines = [f"{'VA':<21} {'PA':<23} {'size':>6} {'page':>4} perm user global flags"]
+    for r in ranges:
+        perm = "r" + ("w" if r.writable else "-") + ("x" if r.executable else "-")
+        lines.append(f"{r.va:08x}-{r.va + r.size - 1:08x}  {r.pa:09x}-{r.pa + r.size - 1:09x}"
+                     f"  {_size(r.size):>6} {_size(r.page_size):>4} {perm}  "
+                     f"{'u' if r.user else 's':<4} {'g' if r.global_ else '-':<6} {r.flags:#x}")
+    return lines
+
+
+def format_cpu(cpu: walker.CpuState) -> str:
+    bits = [name for name, on in (("PSE", cpu.pse), ("PGE", cpu.pge), ("NXE", cpu.nxe)) if on]
+    return (f"paging {cpu.mode}  cr0={cpu.cr0:#x} cr3={cpu.cr3:#x} cr4={cpu.cr4:#x} "
+            f"efer={cpu.efer:#x}  {' '.join(bits)}").rstrip()
+
+
+
+def format_va_walk(walk: walker.Walk, mem: walker.PhysMemory, va: int, *,
+                   phys_bits: int = 36) -> list[str]:
+    """The walk of one address, level by level, and where it ends."""
+    lines = [f"walk of {va:#010x}:"]
+    steps = walker.walk_va(mem, walk.cpu, va, phys_bits=phys_bits)
+    if not steps:
+        lines.append("  paging is off")
+    for s in steps:
+        lines.append(f"  {s.level:<3} table {s.table:#x} [{s.index}] entry {s.entry:#x} "
+                     f"at {s.entry_addr:#x}: {s.what}")
+    if steps and steps[-1].pa is not None:
+        leaf = next((lf for lf in _leaves_at(walk, va)), None)
+        perms = ""
+        if leaf is not None:
+            perms = (" r" + ("w" if leaf.writable else "-") + ("x" if leaf.executable else "-")
+                     + (" user" if leaf.user else " supervisor"))
+        lines.append(f"  -> PA {steps[-1].pa:#x}{perms}")
+    return lines
+
+
+def _leaves_at(walk: walker.Walk, va: int):
+    runs = walk.leaves.runs if isinstance(walk.leaves, walker.Leaves) else None
+    if runs is None:
+        yield from (lf for lf in walk.leaves if lf.va <= va < lf.va + lf.size)
+        return
+    for r in runs:
+        if r[0] <= va < r[0] + r[2] * r[3]:
+            k = (va - r[0]) // r[3]
+            yield walker.Leaves._leaf(r, k)
+
+

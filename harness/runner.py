@@ -397,21 +397,13 @@ def evaluate(s: Scenario, opt: RunOptions, image: elf.KernelImage, ev: Evidence)
                                          "the guest stopped before paging_init_done",
                                          detail=_last_line(ev.serial)))
     else:
-        pw = walker.walk(pred.memory, pred.cpu)
-        v.findings += checks.check_model(before, after, pred.cpu, pw.tables, pred.allocations,
-                                         pred.hook_log)
+        v.findings += check_against_model(before, after, pred)
 
     if after is None:
         for c in ("invariants", "oracle", "content"):
             v.skipped[c] = "no snapshot after paging_init (the guest stopped before it)"
         return v
-    layout = checks.SpecLayout.of(s, image.symbols["__init_end"], firmware_ram(s, before),
-                                  start_info=(before.guest or {}).get("start_info"))
-    info_va = (before.guest or {}).get("start_info_va")
-    v.findings += checks.check_invariants(
-        s, layout, image.symbols["swapper_pg_dir"] - x86.PAGE_OFFSET, after, before,
-        zero_pa=image.symbols["empty_zero_page"] - x86.PAGE_OFFSET,
-        start_info_pa=(info_va - x86.PAGE_OFFSET) & ~0xFFF if info_va else None)
+    v.findings += check_invariants(s, image, before, after)
     v.ran.append("invariants")
     if ev.tlb is not None and ev.after_walk is not None:
         v.findings += checks.check_oracle(oracle.compare(ev.after_walk, ev.tlb, ev.mem))
@@ -420,6 +412,40 @@ def evaluate(s: Scenario, opt: RunOptions, image: elf.KernelImage, ev: Evidence)
         v.skipped["oracle"] = "disabled (--no-oracle)"
     v.findings += checks.check_content(ev.text, disassemble)
     v.ran.append("content")
+    return v
+
+
+def check_against_model(before: Snapshot, after: Snapshot,
+                        pred: model.Prediction) -> list[checks.Finding]:
+    pw = walker.walk(pred.memory, pred.cpu)
+    return checks.check_model(before, after, pred.cpu, pw.tables, pred.allocations, pred.hook_log)
+
+
+def check_invariants(s: Scenario, image: elf.KernelImage, before: Snapshot,
+                     after: Snapshot) -> list[checks.Finding]:
+    layout = checks.SpecLayout.of(s, image.symbols["__init_end"], firmware_ram(s, before),
+                                  start_info=(before.guest or {}).get("start_info"))
+    info_va = (before.guest or {}).get("start_info_va")
+    return checks.check_invariants(
+        s, layout, image.symbols["swapper_pg_dir"] - x86.PAGE_OFFSET, after, before,
+        zero_pa=image.symbols["empty_zero_page"] - x86.PAGE_OFFSET,
+        start_info_pa=(info_va - x86.PAGE_OFFSET) & ~0xFFF if info_va else None)
+
+
+def judge_tables(s: Scenario, opt: RunOptions, image: elf.KernelImage, before: Snapshot,
+                 after: Snapshot) -> checks.Verdict:
+    """The model and invariant layers on two snapshots alone (no QEMU needed):
+    what `pt diff` shows in a debug session."""
+    v = checks.Verdict(ran=["model", "invariants"])
+    pred, error = predict(s, opt, image, before)
+    if pred is None:
+        v.findings.append(checks.Finding("model", "before-state", "a state the model can start from",
+                                         error))
+    elif pred.bug:
+        v.findings.append(checks.Finding("model", "bug", pred.bug, "paging_init completed"))
+    else:
+        v.findings += check_against_model(before, after, pred)
+    v.findings += check_invariants(s, image, before, after)
     return v
 
 

@@ -1,0 +1,96 @@
+"""`ptharness debug`: one scenario in QEMU, stopped where you want it, in an
+interactive gdb with the guest's symbols and the `pt` commands loaded.
+
+QEMU starts stopped with its gdbstub; gdb is started under pexpect, runs
+`pt start` (which takes the before snapshot at pagetable_init and goes on to
+the chosen point), and the terminal is then handed over. Whatever happens,
+gdb and QEMU are gone when this returns.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import sysconfig
+from pathlib import Path
+
+import pexpect
+
+from . import qemu, runner
+from .scenarios import Scenario
+
+POINTS = ("entry", "done", "fault")
+PROMPT = r"\(gdb\) "
+
+
+class DebugError(Exception):
+    pass
+
+
+def gdb_argv(s: Scenario, opt: runner.RunOptions, at: str, kernel: Path, endpoint: str) -> list[str]:
+    """gdb's command line: the ELF, our commands, the target, `pt start`."""
+    # gdb embeds its own Python; it finds the harness (and pyelftools for the
+    # model) on the paths of this interpreter when the versions agree.
+    paths = [str(runner.REPO)]
+    if sys.version_info[:2] == _gdb_python_version(opt.gdb):
+        paths += sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
+    setup = (f"python import sys; sys.path[:0] = {paths!r}; "
+             f"import harness.gdb_commands as _pt; "
+             f"_pt.install({s.id!r}, {opt.variant!r}, {opt.model_variant!r}, {str(kernel)!r}, "
+             f"{at!r})")
+    return [opt.gdb, "-q", "-nx", "-ex", "set pagination off", "-ex", "set confirm off",
+            "-ex", setup, "-ex", f"target remote {endpoint}", "-ex", "pt start", str(kernel)]
+
+
+def _gdb_python_version(gdb: str) -> tuple[int, int] | None:
+    import subprocess
+    try:
+        out = subprocess.run([gdb, "-q", "-nx", "-batch", "-ex",
+                              "python import sys; print('PYVER', *sys.version_info[:2])"],
+                             capture_output=True, text=True, timeout=30).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    for line in out.splitlines():
+        if line.startswith("PYVER "):
+            major, minor = line.split()[1:3]
+            return int(major), int(minor)
+    return None
+
+
+def debug(s: Scenario, opt: runner.RunOptions, at: str = "done", *,
+          stdin=None, stdout=None) -> int:
+    """Open the interactive session; returns gdb's exit status."""
+    if at not in POINTS:
+        raise DebugError(f"--at must be one of {', '.join(POINTS)}")
+    if shutil.which(opt.gdb) is None:
+        raise DebugError(f"gdb binary {opt.gdb!r} not found")
+    stdin = stdin or sys.stdin
+    stdout = stdout or sys.stdout
+    if not stdin.isatty():
+        raise DebugError("ptharness debug is interactive: it needs a terminal")
+    kernel = runner.kernel_path(s, opt)
+    art = runner.artifacts_dir(s, opt) / "debug"
+    art.mkdir(parents=True, exist_ok=True)
+    machine = qemu.Machine(kernel=kernel, memory=s.memory_arg, cpu=s.cpu_flags, append=s.append,
+                           accel=opt.accel, qemu=opt.qemu)
+    with qemu.QemuProcess(machine, art) as vm:
+        argv = gdb_argv(s, opt, at, kernel, vm.gdb_endpoint)
+        parent = os.getpid()
+        child = pexpect.spawn(argv[0], argv[1:], encoding="utf-8", timeout=60 * opt.timeout_factor,
+                              preexec_fn=lambda: qemu._child_setup(parent))
+        try:
+            size = shutil.get_terminal_size()
+            child.setwinsize(size.lines, size.columns)
+            stdout.write(f"ptharness debug: {s.id} (guest {s.guest_variant(opt.variant)}); "
+                         f"serial log {vm.serial_log}\n")
+            stdout.flush()
+            child.logfile_read = stdout
+            child.expect(PROMPT)  # after `pt start`: stopped where asked
+            child.logfile_read = None
+            child.interact()      # the terminal is the user's now, until gdb exits
+            child.expect(pexpect.EOF, timeout=5)
+        except pexpect.EOF:
+            pass
+        finally:
+            child.close(force=True)
+        return child.exitstatus if child.exitstatus is not None else 1

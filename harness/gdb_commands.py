@@ -1,0 +1,230 @@
+"""The `pt` commands, loaded into an interactive gdb by `ptharness debug`.
+
+    pt walk             the address space as merged ranges
+    pt va ADDR          the walk of one address, level by level
+    pt diff             the tables now against the model of the "before" snapshot,
+                        with the invariants: the report's wording and ranges
+    pt snapshot FILE    write the current state as a snapshot (JSON)
+    pt where            the scenario, the stop and the commands that reproduce it
+
+This module runs inside gdb's own Python (it imports `gdb`); everything it
+computes comes from the same layers as the harness (walker, model, checks).
+Physical memory is read through QEMU's gdbstub with Qqemu.PhyMemMode, which is
+switched back after every read.
+"""
+from __future__ import annotations
+
+import gdb  # provided by gdb itself
+
+from . import elf, report, runner, scenarios, walker
+from .snapshot import Snapshot
+
+
+class _Target:
+    """What runner.read_guest_state needs, on gdb's own inferior."""
+
+    def read_virtual(self, addr: int, size: int) -> bytes:
+        return bytes(gdb.selected_inferior().read_memory(addr, size))
+
+    def read_physical(self, addr: int, size: int) -> bytes:
+        gdb.execute("maint packet Qqemu.PhyMemMode:1", to_string=True)
+        try:
+            return bytes(gdb.selected_inferior().read_memory(addr, size))
+        finally:
+            gdb.execute("maint packet Qqemu.PhyMemMode:0", to_string=True)
+
+    def registers(self, names: list[str]) -> dict[str, int]:
+        out = {}
+        for n in names:
+            try:
+                out[n] = int(gdb.parse_and_eval(f"${n}")) & 0xFFFFFFFFFFFFFFFF
+            except gdb.error:
+                out[n] = 0  # a CPU without EFER
+        return out
+
+
+class _Memory:
+    """walker.PhysMemory over gdb: adjacent table pages in one read."""
+
+    def __init__(self, target: _Target):
+        self.target = target
+
+    def read_pages(self, addrs: list[int]) -> dict[int, bytes]:
+        out: dict[int, bytes] = {}
+        addrs = sorted(set(addrs))
+        i = 0
+        while i < len(addrs):
+            j = i
+            while j + 1 < len(addrs) and addrs[j + 1] == addrs[j] + 0x1000 and j - i < 63:
+                j += 1
+            data = self.target.read_physical(addrs[i], (j - i + 1) * 0x1000)
+            for k in range(j - i + 1):
+                out[addrs[i + k]] = data[k * 0x1000:(k + 1) * 0x1000]
+            i = j + 1
+        return out
+
+
+class _Session:
+    """The debug session's state: which scenario, and the before snapshot."""
+
+    def __init__(self, scenario_id: str, variant: str, model_variant: str, kernel: str, at: str):
+        self.scenario = scenarios.get(scenario_id)
+        self.opt = runner.RunOptions(variant=variant, model_variant=model_variant)
+        self.image = elf.KernelImage.from_elf(kernel)
+        self.at = at
+        self.target = _Target()
+        self.before: Snapshot | None = None
+
+    def snapshot(self, label: str) -> tuple[Snapshot, walker.Walk]:
+        regs = self.target.registers(["cr0", "cr3", "cr4", "efer", "eip"])
+        cpu = walker.CpuState(cr0=regs["cr0"], cr3=regs["cr3"], cr4=regs["cr4"], efer=regs["efer"])
+        w = walker.walk(_Memory(self.target), cpu)
+        guest = runner.read_guest_state(self.target, self.image)
+        snap = Snapshot.from_walk(w, label, registers=regs, guest=guest,
+                                  scenario=runner.scenario_dict(self.scenario))
+        return snap, w
+
+    def pc(self) -> int:
+        return self.target.registers(["eip"])["eip"]
+
+
+SESSION: _Session | None = None
+
+
+def _session() -> _Session:
+    if SESSION is None:
+        raise gdb.GdbError("no ptharness session: start gdb with `ptharness debug SCENARIO`")
+    return SESSION
+
+
+def _stop_at(symbol: str) -> bool:
+    """Continue to `symbol` (a temporary breakpoint on its first instruction);
+    False when the guest exited first."""
+    gdb.execute(f"tbreak *{symbol}", to_string=True)
+    gdb.execute("continue", to_string=True)
+    return gdb.selected_inferior().pid != 0 and gdb.selected_thread() is not None
+
+
+class PtPrefix(gdb.Command):
+    """ptharness commands: pt walk, pt va ADDR, pt diff, pt snapshot FILE, pt where."""
+
+    def __init__(self):
+        super().__init__("pt", gdb.COMMAND_USER, prefix=True)
+
+
+class PtStart(gdb.Command):
+    """(used by `ptharness debug`) stop at pagetable_init for the before snapshot,
+    then run on to the requested point."""
+
+    def __init__(self):
+        super().__init__("pt start", gdb.COMMAND_USER)
+
+    def invoke(self, arg, from_tty):
+        s = _session()
+        if not _stop_at("pagetable_init"):
+            print("ptharness: the guest ended before pagetable_init (see the serial log)")
+            return
+        s.before, _ = s.snapshot("before")
+        target = {"entry": None, "done": "paging_init_done", "fault": "exception_report"}[s.at]
+        if target is not None and not _stop_at(target):
+            print(f"ptharness: the guest exited before {target}")
+            return
+        where = {"entry": "pagetable_init entry (the before snapshot)",
+                 "done": "paging_init_done (paging_init returned)",
+                 "fault": "exception_report (the guest took an exception)"}[s.at]
+        print(f"ptharness: {s.scenario.id} (guest {s.scenario.guest_variant(s.opt.variant)}) "
+              f"stopped at {where}")
+        print("ptharness: pt walk | pt va ADDR | pt diff | pt snapshot FILE | pt where")
+
+
+class PtWalk(gdb.Command):
+    """The address space the CPU uses now, as merged ranges."""
+
+    def __init__(self):
+        super().__init__("pt walk", gdb.COMMAND_USER)
+
+    def invoke(self, arg, from_tty):
+        snap, w = _session().snapshot("now")
+        print(report.format_cpu(w.cpu))
+        if not w.cpu.paging:
+            print("paging is off")
+            return
+        print("\n".join(report.format_ranges(snap.ranges)))
+        print(f"{len(w.tables)} table pages, {len(w.leaves)} leaves, {len(snap.ranges)} ranges")
+        for p in w.problems:
+            print(f"problem: {p.level} entry {p.value:#x} at {p.entry_addr:#x}: {p.what}")
+
+
+class PtVa(gdb.Command):
+    """pt va ADDR: the walk of one virtual address, level by level."""
+
+    def __init__(self):
+        super().__init__("pt va", gdb.COMMAND_USER)
+
+    def invoke(self, arg, from_tty):
+        if not arg.strip():
+            raise gdb.GdbError("usage: pt va ADDR (e.g. pt va 0xc0100000)")
+        va = int(gdb.parse_and_eval(arg)) & 0xFFFFFFFF
+        s = _session()
+        _, w = s.snapshot("now")
+        print("\n".join(report.format_va_walk(w, _Memory(s.target), va)))
+
+
+class PtDiff(gdb.Command):
+    """The tables now, held to the model of the before snapshot and to the spec's
+    invariants: the same findings, ranges and wording as the report."""
+
+    def __init__(self):
+        super().__init__("pt diff", gdb.COMMAND_USER)
+
+    def invoke(self, arg, from_tty):
+        s = _session()
+        if s.before is None:
+            raise gdb.GdbError("no before snapshot (the guest never reached pagetable_init)")
+        now, _ = s.snapshot("now")
+        if now.registers["eip"] == s.before.registers["eip"]:
+            print("at pagetable_init entry: nothing built yet; `continue` to paging_init_done "
+                  "(or `tbreak *paging_init_done`) and ask again")
+            return
+        v = runner.judge_tables(s.scenario, s.opt, s.image, s.before, now)
+        print(report.render(f"pt diff: {s.scenario.id} against model {s.opt.model_variant}", v))
+
+
+class PtSnapshot(gdb.Command):
+    """pt snapshot FILE: write the current state as a versioned JSON snapshot."""
+
+    def __init__(self):
+        super().__init__("pt snapshot", gdb.COMMAND_USER)
+
+    def invoke(self, arg, from_tty):
+        path = arg.strip()
+        if not path:
+            raise gdb.GdbError("usage: pt snapshot FILE")
+        snap, _ = _session().snapshot("debug")
+        snap.save(path)
+        print(f"snapshot written to {path} ({len(snap.tables)} table pages, "
+              f"{len(snap.ranges)} ranges); compare with `ptharness diff`")
+
+
+class PtWhere(gdb.Command):
+    """The scenario, where the guest is, and how to get here again."""
+
+    def __init__(self):
+        super().__init__("pt where", gdb.COMMAND_USER)
+
+    def invoke(self, arg, from_tty):
+        s = _session()
+        sym = gdb.execute(f"info symbol {s.pc():#x}", to_string=True).strip()
+        print(f"scenario {s.scenario.id}: {s.scenario.guest_variant(s.opt.variant)}, "
+              f"cpu {s.scenario.cpu_flags}, -m {s.scenario.memory_arg}, append {s.scenario.append!r}")
+        print(f"stopped at {s.pc():#x} ({sym})")
+        print(f"reproduce: {runner.reproduce_command(s.scenario, s.opt)}")
+        print(f"reopen:    {runner.debug_command(s.scenario, s.opt, s.at)}")
+
+
+def install(scenario_id: str, variant: str, model_variant: str, kernel: str, at: str) -> None:
+    global SESSION
+    SESSION = _Session(scenario_id, variant, model_variant, kernel, at)
+    for cmd in (PtPrefix, PtStart, PtWalk, PtVa, PtDiff, PtSnapshot, PtWhere):
+        cmd()
+

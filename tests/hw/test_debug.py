@@ -1,0 +1,111 @@
+"""Failure inspection in gdb, driven as a person would: through a terminal.
+
+`ptharness debug` and pytest's --gdb-on-fail are run under pexpect (a real
+pty), the `pt` commands are typed at gdb's prompt and their output checked,
+and afterwards no QEMU or gdb of the session may be left."""
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pexpect
+import pytest
+
+pytestmark = pytest.mark.qemu
+
+ROOT = Path(__file__).resolve().parents[2]
+BIN = Path(sys.executable).parent
+PROMPT = r"\(gdb\) "
+
+
+def ours(marker: str) -> list[str]:
+    """Processes whose command line mentions `marker` (this test's own paths)."""
+    out = subprocess.run(["pgrep", "-af", marker], capture_output=True, text=True).stdout
+    return [ln for ln in out.splitlines() if "pgrep" not in ln]
+
+
+def spawn(args: list[str], cwd: Path, timeout: float = 120) -> pexpect.spawn:
+    child = pexpect.spawn(str(args[0]), [str(a) for a in args[1:]], cwd=str(cwd),
+                          encoding="utf-8", timeout=timeout, dimensions=(50, 200),
+                          env={**os.environ, "TERM": "dumb"})
+    return child
+
+
+def test_debug_session_walks_and_leaves_nothing(tmp_path):
+    art = tmp_path / "art"
+    child = spawn([BIN / "ptharness", "debug", "pae-nopse-pge-nx-128M", "--artifacts", art],
+                  ROOT)
+    try:
+        child.expect(r"Remote debugging using (\S+)")
+        socket = child.match.group(1)  # the run's own gdbstub socket: names its QEMU and gdb
+        child.expect("stopped at paging_init_done")
+        child.expect(PROMPT)
+        child.sendline("pt va 0xc0100000")
+        # 0xc0100000 is the kernel image at 1 MiB: PAE, 4 KiB pages, executable text.
+        child.expect(r"walk of 0xc0100000:")
+        child.expect(r"pgd table 0x[0-9a-f]+ \[3\]")
+        child.expect(r"pmd table 0x[0-9a-f]+ \[0\]")
+        child.expect(r"pte table 0x[0-9a-f]+ \[256\] entry 0x100[0-9a-f]{3}")
+        child.expect(r"-> PA 0x100000 rwx supervisor")
+        child.expect(PROMPT)
+        child.sendline("pt walk")
+        child.expect(r"paging pae")
+        # The kernel's linear map: text executable, the rest of lowmem NX (128 MiB less
+        # SeaBIOS's 128 KiB), and PAE's low alias of it through PDPT slot 0.
+        child.expect(r"c0000000-c0[0-9a-f]{6} +000000000-")
+        child.expect(r"c0[0-9a-f]{6}-c7fdffff .* rw- ")
+        child.expect(r"(\d+) table pages")
+        child.expect(PROMPT)
+        child.sendline("pt diff")
+        child.expect(r"model +ok")
+        child.expect(r"invariants +ok")
+        child.expect(PROMPT)
+        child.sendline("quit")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0
+    assert ours(str(art)) == [] and ours(socket) == []
+
+
+def test_gdb_on_fail_opens_the_failing_scenario(tmp_path):
+    (tmp_path / "test_forced.py").write_text(textwrap.dedent("""
+        from harness import scenarios
+
+        def test_prepatch_held_to_the_patch(run_scenario):
+            # The pre-patch guest fails the patched expectation (bug A).
+            r = run_scenario(scenarios.get("pae-nopse-pge-nx-128M"), variant="prepatch")
+            assert r.ok, r.report
+    """))
+    art = tmp_path / "art"
+    child = spawn([BIN / "pytest", "-n", "0", "-p", "no:cacheprovider", "--gdb-on-fail",
+                   "--artifacts-dir", art, "--rootdir", tmp_path, tmp_path / "test_forced.py"],
+                  tmp_path, timeout=180)
+    try:
+        child.expect("--gdb-on-fail: opening pae-nopse-pge-nx-128M")
+        child.expect(r"Remote debugging using (\S+)")
+        socket = child.match.group(1)
+        child.expect("stopped at paging_init_done")
+        child.expect(PROMPT)
+        child.sendline("pt where")
+        child.expect(r"scenario pae-nopse-pge-nx-128M: pae-prepatch")
+        child.expect(PROMPT)
+        child.sendline("pt diff")
+        child.expect(r"\[entries\] c01[0-9a-f]{5}-c01fffff, \d+ PTEs: expected NX, got executable")
+        child.expect(PROMPT)
+        child.sendline("quit")
+        child.expect(r"1 failed")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert ours(str(art)) == [] and ours(socket) == []
+
+
+def test_gdb_on_fail_refuses_xdist(tmp_path):
+    r = subprocess.run([BIN / "pytest", "-n", "2", "--gdb-on-fail", "-p", "no:cacheprovider",
+                        "--rootdir", tmp_path, tmp_path], capture_output=True, text=True,
+                       cwd=tmp_path, timeout=120)
+    assert r.returncode != 0
+    assert "--gdb-on-fail opens gdb on your terminal" in r.stderr + r.stdout
+    assert "-n 0" in r.stderr + r.stdout
