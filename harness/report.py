@@ -73,7 +73,8 @@ def group(findings: list[Finding]) -> list[Group]:
 
 
 def render(title: str, verdict: Verdict, *, reproduce: str = "", debug: str = "",
-           artifacts: str = "", serial_tail: str = "", max_groups: int = 12) -> str:
+           artifacts: str = "", serial_tail: str = "", fault: str = "",
+           max_groups: int = 12) -> str:
     lines = [title]
     groups = group(verdict.findings)
     for check in CHECKS:
@@ -94,6 +95,8 @@ def render(title: str, verdict: Verdict, *, reproduce: str = "", debug: str = ""
                 lines.append(f"        {s}")
         if len(mine) > max_groups:
             lines.append(f"    ... {len(mine) - max_groups} more (see report.txt in the artifacts)")
+    if fault:
+        lines.append(fault)
     if serial_tail and not verdict.ok:
         lines.append("  guest log (tail):")
         lines += [f"    | {ln}" for ln in serial_tail.rstrip().splitlines()[-8:]]

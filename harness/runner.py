@@ -14,7 +14,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import checks, elf, gdbmi, model, oracle, qemu, walker, x86
+from . import checks, elf, fault, gdbmi, model, oracle, qemu, walker, x86
 from .report import render
 from .scenarios import PASS, Scenario
 from .snapshot import Snapshot
@@ -275,7 +275,7 @@ def run(s: Scenario, opt: RunOptions) -> Result:
                     artifacts=art, seconds=time.monotonic() - t0,
                     build_id=image.build_id if image else "", qemu_version=ev.qemu_version,
                     error=error, timings=timings)
-    result.report = _write_artifacts(result, ev.serial)
+    result.report = _write_artifacts(result, ev.serial, fault.explain(ev.serial, image))
     return result
 
 
@@ -464,15 +464,15 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else "(no serial output)"
 
 
-def _write_artifacts(r: Result, serial: str) -> str:
+def _write_artifacts(r: Result, serial: str, fault_text: str) -> str:
     s, opt = r.scenario, r.options
     variant = s.guest_variant(opt.variant)
     title = f"{r.status} {s.id} (guest {variant}, model {opt.model_variant}) in {r.seconds:.2f}s"
     if r.error:
         title += f"\n  error: {r.error}"
     text = render(title, r.verdict, reproduce=reproduce_command(s, opt),
-                  debug=debug_command(s, opt), artifacts=str(_rel(r.artifacts)),
-                  serial_tail=serial if (r.error or not r.verdict.ok) else "",
+                  debug=debug_command(s, opt, "fault" if fault_text else "done"), artifacts=str(_rel(r.artifacts)),
+                  serial_tail=serial if (r.error or not r.verdict.ok) else "", fault=fault_text,
                   max_groups=10_000)
     (r.artifacts / "report.txt").write_text(text + "\n")
     _write_script(r.artifacts / "gdb.sh", "Reopen this scenario in gdb, stopped after paging_init.",
