@@ -8,6 +8,7 @@ recording JUnit properties and keeping the artifacts.
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ from . import scenarios
 # that a plain unit-test session does not depend on it.
 OPTIONS_KEY = pytest.StashKey[dict]()
 LAST_RUN_KEY = pytest.StashKey[tuple]()  # (scenario, RunOptions) of a test's last run
+PASSED_KEY = pytest.StashKey[bool]()     # the test's call phase passed
 
 # option, environment fallback, default, help
 _OPTIONS = (
@@ -31,6 +33,8 @@ _OPTIONS = (
      "multiply every guest timeout (slow emulation, loaded CI hosts)"),
     ("--guest-variant", "PTHARNESS_VARIANT", "patched",
      "guest build the matrix runs: patched or prepatch"),
+    ("--keep-artifacts", "PTHARNESS_KEEP_ARTIFACTS", "all",
+     "keep every test's artifacts (all) or only those of failed tests (failed)"),
 )
 
 
@@ -51,6 +55,8 @@ def pytest_configure(config):
         raise pytest.UsageError(
             "--gdb-on-fail opens gdb on your terminal, which xdist workers do not have: "
             "run it with -n 0 (e.g. pytest -n 0 --gdb-on-fail -k SCENARIO)")
+    if config.getoption("keep_artifacts") not in ("all", "failed"):
+        raise pytest.UsageError("--keep-artifacts must be all or failed")
     variant = config.getoption("guest_variant")
     if variant not in scenarios.VARIANTS:
         raise pytest.UsageError(f"--guest-variant must be one of {', '.join(scenarios.VARIANTS)}")
@@ -84,6 +90,8 @@ def _xdist_workers(config) -> int:
 def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()
+    if rep.when == "call":
+        item.stash[PASSED_KEY] = rep.passed
     if (rep.when == "call" and rep.failed and item.config.getoption("gdb_on_fail")
             and LAST_RUN_KEY in item.stash):
         _open_gdb(item, *item.stash[LAST_RUN_KEY])
@@ -120,10 +128,12 @@ def run_scenario(ptharness_options, record_property, request):
     RunOptions fields, e.g. variant="prepatch")."""
 
     from . import runner
+    made: list[Path] = []
 
     def run(s: scenarios.Scenario, **overrides) -> "runner.Result":
         opt = runner.RunOptions(**{**ptharness_options.__dict__, **overrides})
         result = runner.run(s, opt)
+        made.append(result.artifacts)
         request.node.stash[LAST_RUN_KEY] = (s, opt)
         record_property("scenario", s.id)
         record_property("guest_variant", s.guest_variant(opt.variant))
@@ -133,4 +143,8 @@ def run_scenario(ptharness_options, record_property, request):
         print(result.report)  # lands in JUnit's system-out and pytest's failure section
         return result
 
-    return run
+    yield run
+    if request.config.getoption("keep_artifacts") == "failed" and \
+            request.node.stash.get(PASSED_KEY, False):
+        for path in made:
+            shutil.rmtree(path, ignore_errors=True)
