@@ -713,7 +713,7 @@ def check_hypervisor_audit(state: dict) -> list[Finding]:
         span = {1: x86.PAGE_SIZE, 4: 1 << 30}.get(kind, r.get("span", 0))
         out.append(Finding(
             "hypervisor", VIOLATION_RULES.get(kind, f"kind-{kind}"), "no violation",
-            VIOLATION_KINDS.get(kind, f"violation kind {kind}"),
+            VIOLATION_KINDS.get(kind, f"violation kind {kind}"), level=r.get("level"),
             va=r["va"] or None, span=span, entry_addr=r["entry_pa"] or None,
             actual_value=r["value"], detail=f"frame {r['frame']:#x}"))
     extra = state.get("violation_count", 0) - len(state.get("violations") or [])
