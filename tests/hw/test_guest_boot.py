@@ -6,23 +6,23 @@ and the serial-log lines that prove which path the guest took (the CPU
 features it saw, NX, lowmem size, how many page-table pages it allocated).
 
 Expected values come from the facts (kernel-facts.md, docs/guest-contract.md)
-and from the QEMU command line, never from the guest's own output. The tiny
-launcher below is replaced by harness/qemu.py later.
+and from the QEMU command line, never from the guest's own output. The QEMU
+command line and the process hygiene are harness/qemu.py's, as in every run.
 """
 from __future__ import annotations
 
-import ctypes
 import fcntl
 import os
 import shlex
 import shutil
-import signal
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 from elftools.elf.elffile import ELFFile
+
+from harness import qemu
 
 pytestmark = pytest.mark.qemu
 
@@ -49,8 +49,9 @@ def onoff(flag: bool) -> str:
     return "on" if flag else "off"
 
 
-def cpu(pse=True, pge=True, pae=True, nx=True) -> str:
-    return f"qemu32,pse={onoff(pse)},pge={onoff(pge)},pae={onoff(pae)},nx={onoff(nx)}"
+def cpu(pse=True, pge=True, pae=True, nx=True) -> dict[str, bool]:
+    """QEMU -cpu feature flags on top of qemu32."""
+    return {"pse": pse, "pge": pge, "pae": pae, "nx": nx}
 
 
 @dataclass
@@ -81,35 +82,23 @@ class Boot:
                 f"reproduce: {shlex.join(self.command)}\n--- serial log ---\n{self.log}")
 
 
-def _die_with_parent() -> None:
-    # QEMU must not outlive this test process, even if it is killed.
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
-def boot(tmp_path: Path, variant: str, cpu_model: str = cpu(), memory: str = "128M",
-         append: str = "") -> Boot:
+def boot(tmp_path: Path, variant: str, cpu_flags: dict[str, bool] | None = None,
+         memory: str = "128M", append: str = "") -> Boot:
     serial = tmp_path / f"{variant}.serial.log"
-    command = [
-        "qemu-system-i386", "-machine", "pc", "-accel", "tcg", "-cpu", cpu_model,
-        "-m", memory, "-kernel", str(GUEST / "build" / variant / "kernel.elf"),
-        "-append", append, "-display", "none", "-monitor", "none",
-        "-serial", f"file:{serial}", "-device", "isa-debug-exit,iobase=0xf4,iosize=0x04",
-        "-no-reboot",
-    ]
-    proc = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, preexec_fn=_die_with_parent)
+    machine = qemu.Machine(kernel=GUEST / "build" / variant / "kernel.elf", memory=memory,
+                           cpu=cpu_flags or cpu(), append=append)
+    command = machine.arguments(serial, gdb_option=None)
+    proc = qemu.spawn(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                      stderr=subprocess.STDOUT)
     try:
         output, _ = proc.communicate(timeout=BOOT_TIMEOUT)
     except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+        qemu.stop(proc)
         log = serial.read_text(errors="replace") if serial.exists() else ""
         pytest.fail(f"QEMU still running after {BOOT_TIMEOUT:.0f}s, killed\n"
                     f"reproduce: {shlex.join(command)}\n--- serial log ---\n{log}")
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        qemu.stop(proc)
     log = serial.read_text(errors="replace") if serial.exists() else ""
     if output.strip():
         log += f"--- QEMU output ---\n{output.decode(errors='replace')}"
