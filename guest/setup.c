@@ -137,6 +137,15 @@ void __stop_point paging_init_done(void)
 	barrier();
 }
 
+/* hang=early|late: spin for ever (before pagetable_init, or after paging_init_done),
+ * so the harness's handling of a guest that never ends can be tested for real. */
+static void __noreturn hang(const char *where)
+{
+	printk("hang at=%s\n", where);
+	for (;;)
+		asm volatile("pause");
+}
+
 /* fault=ADDR: read one word there; an unmapped ADDR proves the exception path. */
 void __noinline fault_probe(unsigned long addr)
 {
@@ -203,6 +212,8 @@ void __noreturn setup_arch(void)
 	       PKMAP_BASE);
 	printk("pv backend=%s\n", paravirt_ops.name);
 
+	if (opts->hang == HANG_EARLY)
+		hang("early");
 	paging_init();
 	paging_init_done();
 
@@ -216,6 +227,8 @@ void __noreturn setup_arch(void)
 	       read_cr0(), read_cr3(), read_cr4(), cpu_has_nx ? (unsigned long)rdmsr(MSR_EFER) : 0UL,
 	       alloc_pd, alloc_pt, (void *)kmap_pte, (void *)pkmap_page_table);
 
+	if (opts->hang == HANG_LATE)
+		hang("late");
 	if (opts->have_fault)
 		fault_probe(opts->fault_addr);
 	if (selfcheck())

@@ -185,6 +185,8 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
                    help="per-scenario logs, snapshots and reports (default artifacts/)")
     p.add_argument("--qemu", default="qemu-system-i386", metavar="PATH", help="QEMU binary")
     p.add_argument("--gdb-binary", default="gdb", metavar="PATH", help="gdb binary")
+    p.add_argument("--guest-build", metavar="DIR", default=None,
+                   help="where the guest variants are built (default guest/build)")
     p.add_argument("--accel", choices=("tcg", "kvm"), default="tcg",
                    help="QEMU accelerator (kvm only where /dev/kvm is usable)")
     p.add_argument("--timeout-factor", type=float, default=1.0, metavar="F",
@@ -194,11 +196,11 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_check)
 
 
-def _preflight(args: argparse.Namespace) -> None:
-    """Fail before starting anything: binaries, the guest build, KVM."""
+def _preflight(args: argparse.Namespace, chosen, opt) -> None:
+    """Fail before starting anything: binaries, the guest builds, KVM."""
     import os
     import shutil
-    from .runner import GUEST_BUILD
+    from .runner import HarnessError, kernel_path
     for what, binary in (("QEMU", args.qemu), ("gdb", args.gdb_binary)):
         if shutil.which(binary) is None:
             raise CliError(f"{what} binary {binary!r} not found (scripts/bootstrap installs it)")
@@ -207,8 +209,11 @@ def _preflight(args: argparse.Namespace) -> None:
             os.close(os.open("/dev/kvm", os.O_RDWR))
         except OSError as e:
             raise CliError(f"--accel kvm: /dev/kvm is not usable here ({e.strerror}); use tcg")
-    if not GUEST_BUILD.is_dir():
-        raise CliError(f"guest build missing: {GUEST_BUILD} (run `make -C guest`)")
+    try:
+        for s in chosen:
+            kernel_path(s, opt)
+    except HarnessError as e:
+        raise CliError(str(e)) from None
 
 
 def cmd_check(args: argparse.Namespace, out=sys.stdout) -> int:
@@ -217,11 +222,13 @@ def cmd_check(args: argparse.Namespace, out=sys.stdout) -> int:
     from .runner import RunOptions
     chosen = ([scenarios.get(i) for i in args.scenario] if args.scenario
               else scenarios.matrix(args.matrix))
-    _preflight(args)
     opt = RunOptions(variant=args.variant, model_variant=args.model_variant,
                      artifacts=Path(args.artifacts).resolve(), qemu=args.qemu,
                      gdb=args.gdb_binary, accel=args.accel,
                      timeout_factor=args.timeout_factor, oracle=not args.no_oracle)
+    if args.guest_build:
+        opt.guest_build = Path(args.guest_build).resolve()
+    _preflight(args, chosen, opt)
     jobs = args.jobs or matrix.default_jobs()
     what = f"{len(chosen)} chosen" if args.scenario else f"{args.matrix} matrix"
     label = f"{what}, guest {args.variant}, model {args.model_variant}"

@@ -418,9 +418,14 @@ class MiSession:
                         # gdb reports no *stopped for a stub that vanished while running.
                         return {"reason": "exited", "detail": "remote connection closed"}
         except MiTimeout:
-            self.interrupt()
-            raise MiTimeout(f"the target did not stop within {timeout}s after `{what}` "
-                            f"(interrupted it); last lines:\n{self.transcript_tail()}") from None
+            stop = self.interrupt()
+            frame = (stop or {}).get("frame") or {}
+            where = ""
+            if frame.get("addr"):
+                where = (f"; interrupted at {frame['addr']} in {frame.get('func', '??')}"
+                         + (f" ({frame['file']}:{frame['line']})" if frame.get("file") else ""))
+            raise MiTimeout(f"the target did not stop within {timeout}s after `{what}`{where}; "
+                            f"last lines:\n{self.transcript_tail()}") from None
         stopped = self._stops.popleft()
         if stopped.get("reason") in ("exited", "exited-normally", "exited-signalled"):
             stopped = dict(stopped, reason="exited")
@@ -744,6 +749,9 @@ def _gdb_settings(extra: list[str] | None) -> list[str]:
         "set tcp connect-timeout 5", "set remotetimeout 10",
         # Memory is re-read every time: the walker's reads must see what the CPU sees.
         "set code-cache off", "set stack-cache off",
+        # gdb takes commands while the target runs, so -exec-interrupt can stop a
+        # guest that never reaches a breakpoint (synchronous MI would not read it).
+        "set mi-async on",
     ]
     args: list[str] = []
     for s in settings:

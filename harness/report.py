@@ -97,7 +97,7 @@ def render(title: str, verdict: Verdict, *, reproduce: str = "", debug: str = ""
             lines.append(f"    ... {len(mine) - max_groups} more (see report.txt in the artifacts)")
     if fault:
         lines.append(fault)
-    if serial_tail and not verdict.ok:
+    if serial_tail:
         lines.append("  guest log (tail):")
         lines += [f"    | {ln}" for ln in serial_tail.rstrip().splitlines()[-8:]]
     if artifacts:

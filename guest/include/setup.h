@@ -20,6 +20,7 @@ struct boot_options {
 	enum { PVBUG_NONE, PVBUG_WRITABLE_PT } pvbug; /* pvbug= (pv=xen only) */
 	bool have_fault;
 	unsigned long fault_addr; /* fault= */
+	enum { HANG_NONE, HANG_EARLY, HANG_LATE } hang; /* hang=: a guest that never ends */
 };
 
 /* The parsed command line, kept for the rest of the boot. */

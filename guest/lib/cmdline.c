@@ -136,6 +136,13 @@ static int parse_word(const char *word, struct boot_options *opts)
 		if (strcmp(val, "writable-pt"))
 			return bad(word, "pvbug= takes writable-pt");
 		opts->pvbug = PVBUG_WRITABLE_PT;
+	} else if (KEY("hang")) {
+		if (!strcmp(val, "early"))
+			opts->hang = HANG_EARLY;
+		else if (!strcmp(val, "late"))
+			opts->hang = HANG_LATE;
+		else
+			return bad(word, "hang= takes early or late");
 	} else if (KEY("fault")) {
 		if (parse_number(val, 16, &v, &end) || *end || v > 0xffffffffULL)
 			return bad(word, "fault= needs a 32-bit hex address");
