@@ -251,6 +251,10 @@ class MiSession:
             if len(line) > self._line_limit:
                 line = line[:self._line_limit] + f"[... {len(line) - self._line_limit} more chars]"
             self._transcript.write(f"{time.monotonic() - self._t0:10.6f} {direction} {line}\n")
+            if direction == ">":
+                # Each command is on disk before its answer is awaited: a session
+                # that dies or hangs leaves a transcript up to that command.
+                self._transcript.flush()
 
     def transcript_tail(self) -> str:
         return "\n".join(self._tail)

@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from harness import matrix, runner
+
+from . import procs
 from harness.scenarios import Scenario
 
 pytestmark = pytest.mark.qemu
@@ -25,19 +27,7 @@ def marked_env() -> tuple[dict, str]:
 
 
 def leftovers(mark: str) -> list[str]:
-    """Live processes (not zombies) that carry the marker in their environment."""
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if f"PTHARNESS_TEST_MARK={mark}".encode() not in Path(f"/proc/{pid}/environ").read_bytes():
-                continue
-            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-            cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-        except OSError:
-            continue
-        if state != "Z":
-            found.append(f"{pid}: {cmd}")
-    return found
+    return procs.marked(mark)
 
 
 def check(args, tmp_path, **kw):

@@ -14,6 +14,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "guests"))
 import stubguest as g  # noqa: E402
 
+from . import procs  # noqa: E402
 from harness.gdbmi import GdbDied, GdbNotFound, MiSession, TargetGone  # noqa: E402
 from harness.qemu import Machine, QemuLaunchError, QemuProcess, live_children  # noqa: E402
 
@@ -27,16 +28,16 @@ def stub_elf(tmp_path_factory):
 
 
 def processes_mentioning(text: str) -> list[str]:
-    out = []
-    for pid in os.listdir("/proc"):
-        if pid.isdigit():
-            try:
-                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-            except OSError:
-                continue
-            if text in cmd and "pytest" not in cmd:
-                out.append(f"{pid}: {cmd}")
-    return out
+    return procs.mentioning(text)
+
+
+def wait_for_monitor_command(transcript: Path, timeout: float = 60) -> None:
+    """Until the CLI's gdb has sent `info tlb` to QEMU (the transcript is on disk
+    command by command): killing something then hits it mid-session."""
+    deadline = time.monotonic() + timeout
+    while "info tlb" not in (transcript.read_text() if transcript.exists() else ""):
+        assert time.monotonic() < deadline, "the CLI never sent info tlb"
+        time.sleep(0.01)
 
 
 def one_line_error(res: subprocess.CompletedProcess) -> str:
@@ -97,9 +98,11 @@ def test_qemu_dying_mid_session(stub_elf, tmp_path):
     # Through the CLI, while it waits for a long `info tlb`.
     ctx, qemu = big_state(stub_elf, tmp_path / "b")
     try:
-        cli = subprocess.Popen([*CLI, "walk", "--gdb", qemu.gdb_endpoint, "--oracle"],
+        transcript = tmp_path / "cli-mi.log"
+        cli = subprocess.Popen([*CLI, "walk", "--gdb", qemu.gdb_endpoint, "--oracle",
+                                "--transcript", str(transcript)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        time.sleep(4)
+        wait_for_monitor_command(transcript)
         os.kill(qemu.pid, signal.SIGKILL)
         _, err = cli.communicate(timeout=60)
         res = subprocess.CompletedProcess(cli.args, cli.returncode, "", err)
@@ -118,13 +121,14 @@ def test_gdb_dying_mid_session(stub_elf, tmp_path):
             gdb.registers(["cr3"])
     ctx, qemu = big_state(stub_elf, tmp_path / "b")
     try:
-        cli = subprocess.Popen([*CLI, "walk", "--gdb", qemu.gdb_endpoint, "--oracle"],
+        transcript = tmp_path / "cli-mi.log"
+        cli = subprocess.Popen([*CLI, "walk", "--gdb", qemu.gdb_endpoint, "--oracle",
+                                "--transcript", str(transcript)],
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        time.sleep(4)
-        kids = subprocess.run(["pgrep", "-P", str(cli.pid), "-x", "gdb"], capture_output=True,
-                              text=True).stdout.split()
+        wait_for_monitor_command(transcript)
+        kids = procs.children(cli.pid, "gdb")
         assert kids, "the CLI's gdb was not found"
-        os.kill(int(kids[0]), signal.SIGKILL)
+        os.kill(kids[0], signal.SIGKILL)
         _, err = cli.communicate(timeout=60)
         res = subprocess.CompletedProcess(cli.args, cli.returncode, "", err)
         assert "gdb exited" in one_line_error(res)

@@ -12,17 +12,13 @@ from pathlib import Path
 import pexpect
 import pytest
 
+from . import procs
+
 pytestmark = pytest.mark.qemu
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
 PROMPT = r"\(gdb\) "
-
-
-def ours(marker: str) -> list[str]:
-    """Processes whose command line mentions `marker` (this test's own paths)."""
-    out = subprocess.run(["pgrep", "-af", marker], capture_output=True, text=True).stdout
-    return [ln for ln in out.splitlines() if "pgrep" not in ln]
 
 
 def spawn(args: list[str], cwd: Path, timeout: float = 120) -> pexpect.spawn:
@@ -66,7 +62,7 @@ def test_debug_session_walks_and_leaves_nothing(tmp_path):
     finally:
         child.close(force=True)
     assert child.exitstatus == 0
-    assert ours(str(art)) == [] and ours(socket) == []
+    assert procs.mentioning(str(art)) == [] and procs.mentioning(socket) == []
 
 
 def test_gdb_on_fail_opens_the_failing_scenario(tmp_path):
@@ -99,7 +95,7 @@ def test_gdb_on_fail_opens_the_failing_scenario(tmp_path):
         child.expect(pexpect.EOF)
     finally:
         child.close(force=True)
-    assert ours(str(art)) == [] and ours(socket) == []
+    assert procs.mentioning(str(art)) == [] and procs.mentioning(socket) == []
 
 
 def test_gdb_on_fail_refuses_xdist(tmp_path):
