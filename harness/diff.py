@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .report import size_text
 from .snapshot import Snapshot
 from .walker import Range
 
@@ -23,7 +24,7 @@ class Change:
     def line(self) -> str:
         mark = {"gained": "+", "lost": "-", "changed": "~"}[self.kind]
         span = f"{self.va:08x}-{self.end - 1:08x}"
-        size = _size(self.end - self.va)
+        size = size_text(self.end - self.va)
         if self.kind == "gained":
             return f"{mark} {span} {size:>8}  {self.new}"
         if self.kind == "lost":
@@ -31,17 +32,10 @@ class Change:
         return f"{mark} {span} {size:>8}  {self.old}  ->  {self.new}"
 
 
-def _size(n: int) -> str:
-    for unit, shift in (("G", 30), ("M", 20), ("K", 10)):
-        if n >= 1 << shift and n % (1 << shift) == 0:
-            return f"{n >> shift}{unit}"
-    return f"{n:#x}"
-
-
 def _attrs(r: Range) -> str:
     perm = "r" + ("w" if r.writable else "-") + ("x" if r.executable else "-")
     return (f"{perm} {'user' if r.user else 'kern'}{' global' if r.global_ else ''} "
-            f"{_size(r.page_size)}-pages flags={r.flags:#x}")
+            f"{size_text(r.page_size)}-pages flags={r.flags:#x}")
 
 
 def _same(a: Range, b: Range, va: int) -> bool:

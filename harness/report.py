@@ -112,7 +112,8 @@ def render(title: str, verdict: Verdict, *, reproduce: str = "", debug: str = ""
 # ------------------------------------------------------------------------------------
 # Address spaces for a person (ptharness walk, the gdb `pt` commands)
 # ------------------------------------------------------------------------------------
-def _size(n: int) -> str:
+def size_text(n: int) -> str:
+    """A byte count the way a person reads it: 4K, 2M, 1G, or hex."""
     for unit, shift in (("G", 30), ("M", 20), ("K", 10)):
         if n >= 1 << shift and n % (1 << shift) == 0:
             return f"{n >> shift}{unit}"
@@ -124,7 +125,7 @@ def format_ranges(ranges: list[walker.Range]) -> list[str]:
     for r in ranges:
         perm = "r" + ("w" if r.writable else "-") + ("x" if r.executable else "-")
         lines.append(f"{r.va:08x}-{r.va + r.size - 1:08x}  {r.pa:09x}-{r.pa + r.size - 1:09x}"
-                     f"  {_size(r.size):>6} {_size(r.page_size):>4} {perm}  "
+                     f"  {size_text(r.size):>6} {size_text(r.page_size):>4} {perm}  "
                      f"{'u' if r.user else 's':<4} {'g' if r.global_ else '-':<6} {r.flags:#x}")
     return lines
 
