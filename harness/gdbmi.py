@@ -14,7 +14,6 @@ import fcntl
 import os
 import re
 import select
-import shlex
 import shutil
 import signal
 import socket

@@ -4,11 +4,9 @@ report and artifacts.  The CLI and the pytest plugin both call run()."""
 from __future__ import annotations
 
 import json
-import os
 import shlex
 import shutil
 import struct
-import sys
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field

@@ -160,12 +160,6 @@ class Walk:
         return self.cpu.mode
 
 
-def leaf_flags(entry: int) -> int:
-    """A leaf entry's attribute bits without the address and without A/D
-    (the CPU sets those by itself)."""
-    return (entry & (0xFFF | x86.NX)) & ~x86.HW_MANAGED
-
-
 # --------------------------------------------------------------------------------------
 # Leaves, stored as runs
 # --------------------------------------------------------------------------------------

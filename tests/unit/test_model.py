@@ -14,7 +14,7 @@ from __future__ import annotations
 import pytest
 
 import bootstate as bs
-from harness import model, x86
+from harness import model
 from harness.model import KernelConfig, ModelError, WildTablePointer, predict
 from model_paging import entry, translate
 
