@@ -696,9 +696,11 @@ VIOLATION_KINDS = {1: "writable mapping of a table page", 2: "write into the hyp
                    3: "table page linked without alloc_pt/alloc_pd", 4: "kernel PMD replaced (refused)"}
 
 
-def check_hypervisor_audit(state: dict) -> list[Finding]:
+def check_hypervisor_audit(state: dict, pae: bool) -> list[Finding]:
     """The hypervisor stage's own record (docs/xen.md): a correct kernel leaves
-    none. The pin re-finds what a write already broke; that is one finding."""
+    none. The pin re-finds what a write already broke; that is one finding.
+    A kind-2 write lands in a PGD (2-level) or PMD (PAE) entry: one chunk each."""
+    chunk_level, chunk = ("pmd", 1 << 21) if pae else ("pgd", 1 << 22)
     out: list[Finding] = []
     seen: dict[tuple, int] = {}
     for r in state.get("violations") or []:
@@ -710,10 +712,11 @@ def check_hypervisor_audit(state: dict) -> list[Finding]:
                 out[seen[key]] = Finding(**{**f.__dict__, "detail": f.detail + "; found again at pin"})
             continue
         seen[key] = len(out)
-        span = {1: x86.PAGE_SIZE, 4: 1 << 30}.get(kind, r.get("span", 0))
+        span = {1: x86.PAGE_SIZE, 2: chunk, 4: 1 << 30}.get(kind, 0)
         out.append(Finding(
             "hypervisor", VIOLATION_RULES.get(kind, f"kind-{kind}"), "no violation",
-            VIOLATION_KINDS.get(kind, f"violation kind {kind}"), level=r.get("level"),
+            VIOLATION_KINDS.get(kind, f"violation kind {kind}"),
+            level=chunk_level if kind == 2 else None,
             va=r["va"] or None, span=span, entry_addr=r["entry_pa"] or None,
             actual_value=r["value"], detail=f"frame {r['frame']:#x}"))
     extra = state.get("violation_count", 0) - len(state.get("violations") or [])
