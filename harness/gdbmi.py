@@ -350,12 +350,14 @@ class MiSession:
         return "".join(streams)
 
     # -- target ----------------------------------------------------------------------------
-    def connect(self, endpoint: str, timeout: float = 20.0) -> dict:
+    def connect(self, endpoint: str, timeout: float = 20.0, *, relay: bool = True) -> dict:
         """Attach to a gdbstub: a unix socket path or HOST:PORT. QEMU stops the
         guest when gdb connects. gdb talks to it through the ack-dropping
-        relay (see relay_main). Returns the *stopped record of the attach."""
+        relay (see relay_main) unless `relay` is False: a caller that never
+        has QEMU print much through `monitor` saves a process. Returns the
+        *stopped record of the attach."""
         _check_endpoint(endpoint)
-        listen = self._start_relay(endpoint, timeout)
+        listen = self._start_relay(endpoint, timeout) if relay else endpoint
         self._stops.clear()
         try:
             self._execute(f"-target-select remote {listen}", timeout)

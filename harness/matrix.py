@@ -57,7 +57,9 @@ def run_matrix(chosen: list[Scenario], opt: RunOptions, jobs: int,
     pool = ProcessPoolExecutor(max_workers=min(jobs, total), mp_context=ctx,
                                initializer=_worker_init)
     try:
-        pending = {pool.submit(_run_one, s, opt) for s in chosen}
+        # Heaviest first: the last ones to finish are then short ones.
+        ordered = sorted(chosen, key=lambda s: -s.weight)
+        pending = {pool.submit(_run_one, s, opt) for s in ordered}
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for f in done:

@@ -76,6 +76,8 @@ def pytest_generate_tests(metafunc):
             chosen = scenarios.matrix(metafunc.config.getoption("matrix"))
         except scenarios.UnknownScenario as e:
             raise pytest.UsageError(str(e)) from None
+        # Heaviest first, so that xdist's workers finish together (ids stay the same).
+        chosen = sorted(chosen, key=lambda s: -s.weight)
         metafunc.parametrize("scenario", chosen, ids=[s.id for s in chosen])
 
 

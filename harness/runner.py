@@ -293,7 +293,9 @@ def _boot(s: Scenario, opt: RunOptions, machine: qemu.Machine, image: elf.Kernel
                       shlex.join(machine.arguments(vm.serial_log, None)))
         with gdbmi.MiSession(opt.gdb, transcript=art / "gdb-mi.log") as gdb:
             gdb.load_elf(machine.kernel)
-            gdb.connect(vm.gdb_endpoint)
+            # QEMU's long outputs (info tlb) come over QMP here, so gdb's monitor only
+            # carries short answers and needs no ack-dropping relay in between.
+            gdb.connect(vm.gdb_endpoint, relay=False)
             ev.qemu_version = gdb.monitor("info version").strip()
             prov.update(qemu=ev.qemu_version, gdb=gdb.version())
             points = {}
