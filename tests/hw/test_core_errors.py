@@ -31,13 +31,24 @@ def processes_mentioning(text: str) -> list[str]:
     return procs.mentioning(text)
 
 
-def wait_for_monitor_command(transcript: Path, timeout: float = 60) -> None:
-    """Until the CLI's gdb has sent `info tlb` to QEMU (the transcript is on disk
-    command by command): killing something then hits it mid-session."""
+def walk_in_info_tlb(qemu, tmp_path: Path, timeout: float = 60) -> subprocess.Popen:
+    """`ptharness walk --oracle` on the big state, returned once its gdb has sent
+    `info tlb` to QEMU (the transcript is on disk command by command): killing
+    something then hits it mid-session."""
+    transcript = tmp_path / "cli-mi.log"
+    cli = subprocess.Popen([*CLI, "walk", "--gdb", qemu.gdb_endpoint, "--oracle",
+                            "--transcript", str(transcript)],
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + timeout
     while "info tlb" not in (transcript.read_text() if transcript.exists() else ""):
         assert time.monotonic() < deadline, "the CLI never sent info tlb"
         time.sleep(0.01)
+    return cli
+
+
+def finish(cli: subprocess.Popen) -> subprocess.CompletedProcess:
+    _, err = cli.communicate(timeout=60)
+    return subprocess.CompletedProcess(cli.args, cli.returncode, "", err)
 
 
 def one_line_error(res: subprocess.CompletedProcess) -> str:
@@ -98,15 +109,10 @@ def test_qemu_dying_mid_session(stub_elf, tmp_path):
     # Through the CLI, while it waits for a long `info tlb`.
     ctx, qemu = big_state(stub_elf, tmp_path / "b")
     try:
-        transcript = tmp_path / "cli-mi.log"
-        cli = subprocess.Popen([*CLI, "walk", "--gdb", qemu.gdb_endpoint, "--oracle",
-                                "--transcript", str(transcript)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        wait_for_monitor_command(transcript)
+        cli = walk_in_info_tlb(qemu, tmp_path)
         os.kill(qemu.pid, signal.SIGKILL)
-        _, err = cli.communicate(timeout=60)
-        res = subprocess.CompletedProcess(cli.args, cli.returncode, "", err)
-        assert "went away" in one_line_error(res) or "connection closed" in err.lower()
+        res = finish(cli)
+        assert "went away" in one_line_error(res) or "connection closed" in res.stderr.lower()
     finally:
         ctx.__exit__(None, None, None)
     # Nothing of this run: no QEMU, gdb or relay names its socket or directory.
@@ -121,17 +127,11 @@ def test_gdb_dying_mid_session(stub_elf, tmp_path):
             gdb.registers(["cr3"])
     ctx, qemu = big_state(stub_elf, tmp_path / "b")
     try:
-        transcript = tmp_path / "cli-mi.log"
-        cli = subprocess.Popen([*CLI, "walk", "--gdb", qemu.gdb_endpoint, "--oracle",
-                                "--transcript", str(transcript)],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        wait_for_monitor_command(transcript)
+        cli = walk_in_info_tlb(qemu, tmp_path)
         kids = procs.children(cli.pid, "gdb")
         assert kids, "the CLI's gdb was not found"
         os.kill(kids[0], signal.SIGKILL)
-        _, err = cli.communicate(timeout=60)
-        res = subprocess.CompletedProcess(cli.args, cli.returncode, "", err)
-        assert "gdb exited" in one_line_error(res)
+        assert "gdb exited" in one_line_error(finish(cli))
         assert qemu.alive()  # only gdb died
     finally:
         ctx.__exit__(None, None, None)
