@@ -418,17 +418,6 @@ def _range_at(ranges: list[Range], starts: list[int], va: int) -> Range | None:
     return None
 
 
-def _runs(pages: list[int]) -> list[tuple[int, int]]:
-    """Sorted page addresses -> [start, end) runs."""
-    out: list[tuple[int, int]] = []
-    for p in pages:
-        if out and out[-1][1] == p:
-            out[-1] = (out[-1][0], p + x86.PAGE_SIZE)
-        else:
-            out.append((p, p + x86.PAGE_SIZE))
-    return out
-
-
 def check_invariants(s: Scenario, layout: SpecLayout, swapper_pa: int, after: Snapshot,
                      before: Snapshot | None, *, zero_pa: int | None = None,
                      start_info_pa: int | None = None) -> list[Finding]:
@@ -493,9 +482,9 @@ def check_invariants(s: Scenario, layout: SpecLayout, swapper_pa: int, after: Sn
                 # Read-only is right for table frames and the hypervisor's own.
                 wrong = [f for f in range(seg_lo + shift, seg_hi + shift, x86.PAGE_SIZE)
                          if f not in may_be_ro]
-                for f0, f1 in _runs(wrong):
+                for f0, n in x86.page_runs(wrong, len(wrong)):
                     bad("protections", "writable", "read-only (not a table page)", level=level,
-                        va=f0 - shift, span=f1 - f0, count=(f1 - f0) // x86.PAGE_SIZE)
+                        va=f0 - shift, span=n * x86.PAGE_SIZE, count=n)
                 have |= x86.RW
             d = describe(level, want_flags | x86.PRESENT, have | x86.PRESENT, cpu.pae, True)
             if d is not None:

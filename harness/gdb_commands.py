@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import gdb  # provided by gdb itself
 
-from . import elf, report, runner, scenarios, walker
+from . import elf, report, runner, scenarios, walker, x86
 from .snapshot import Snapshot
 
 
@@ -51,16 +51,11 @@ class _Memory:
 
     def read_pages(self, addrs: list[int]) -> dict[int, bytes]:
         out: dict[int, bytes] = {}
-        addrs = sorted(set(addrs))
-        i = 0
-        while i < len(addrs):
-            j = i
-            while j + 1 < len(addrs) and addrs[j + 1] == addrs[j] + 0x1000 and j - i < 63:
-                j += 1
-            data = self.target.read_physical(addrs[i], (j - i + 1) * 0x1000)
-            for k in range(j - i + 1):
-                out[addrs[i + k]] = data[k * 0x1000:(k + 1) * 0x1000]
-            i = j + 1
+        pages = sorted(set(addrs))
+        for start, count in x86.page_runs(pages, 64):
+            data = self.target.read_physical(start, count * 0x1000)
+            for k in range(count):
+                out[start + k * 0x1000] = data[k * 0x1000:(k + 1) * 0x1000]
         return out
 
 

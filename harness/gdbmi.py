@@ -907,7 +907,7 @@ class GdbMemory:
         with contextlib.ExitStack() as stack:
             if not use_pmemsave:
                 stack.enter_context(self.session.physical_mode())
-            for start, count in _runs(pages, self.max_read // x86.PAGE_SIZE):
+            for start, count in x86.page_runs(pages, self.max_read // x86.PAGE_SIZE):
                 size = count * x86.PAGE_SIZE
                 if use_pmemsave:
                     data = self.session.pmemsave(start, size)
@@ -917,20 +917,6 @@ class GdbMemory:
                 for i in range(count):
                     out[start + i * x86.PAGE_SIZE] = data[i * x86.PAGE_SIZE:(i + 1) * x86.PAGE_SIZE]
         return out
-
-
-def _runs(pages: list[int], max_pages: int) -> Iterator[tuple[int, int]]:
-    """Sorted page addresses as (start, count) runs of adjacent pages."""
-    start = prev = pages[0]
-    count = 1
-    for p in pages[1:]:
-        if p == prev + x86.PAGE_SIZE and count < max_pages:
-            count += 1
-        else:
-            yield start, count
-            start, count = p, 1
-        prev = p
-    yield start, count
 
 
 if __name__ == "__main__":

@@ -33,10 +33,6 @@ def _worker_init() -> None:
         pass
 
 
-def _run_one(s: Scenario, opt: RunOptions) -> Result:
-    return run(s, opt)
-
-
 def default_jobs() -> int:
     return max(1, len(os.sched_getaffinity(0)))
 
@@ -59,7 +55,7 @@ def run_matrix(chosen: list[Scenario], opt: RunOptions, jobs: int,
     try:
         # Heaviest first: the last ones to finish are then short ones.
         ordered = sorted(chosen, key=lambda s: -s.weight)
-        pending = {pool.submit(_run_one, s, opt) for s in ordered}
+        pending = {pool.submit(run, s, opt) for s in ordered}
         while pending:
             done, pending = wait(pending, return_when=FIRST_COMPLETED)
             for f in done:

@@ -8,6 +8,7 @@ or the guest, so any layer may import it.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterator
 
 PAGE_SIZE = 0x1000
 PAGE_SHIFT = 12
@@ -123,3 +124,20 @@ PAE = Geometry(
 
 def geometry(pae: bool) -> Geometry:
     return PAE if pae else TWO_LEVEL
+
+
+def page_runs(pages: list[int], max_pages: int) -> Iterator[tuple[int, int]]:
+    """Sorted page addresses as (start, count) runs of adjacent pages, at most
+    max_pages long (one read each)."""
+    if not pages:
+        return
+    start = prev = pages[0]
+    count = 1
+    for p in pages[1:]:
+        if p == prev + PAGE_SIZE and count < max_pages:
+            count += 1
+        else:
+            yield start, count
+            start, count = p, 1
+        prev = p
+    yield start, count
