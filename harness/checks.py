@@ -18,7 +18,7 @@ import bisect
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from . import x86
+from . import records, x86
 from .scenarios import EXCEPTION, PASS, UNSUPPORTED, Scenario
 from .snapshot import Snapshot
 from .walker import CpuState, Range, TablePage
@@ -235,34 +235,14 @@ def check_model(before: Snapshot, after: Snapshot, predicted_cpu: CpuState, pred
     if predicted_cpu.pae != after.cpu.pae:
         return out  # different modes: the entries cannot be compared one by one
     out += compare_tables("model", predicted_tables, predicted_cpu, after.tables, after.cpu)
-    start = (before.guest or {}).get("boot_alloc_cursor")
-    cursor = (after.guest or {}).get("boot_alloc_cursor")
-    if cursor is not None and start is not None:
-        actual_allocs = list(range(start, cursor, x86.PAGE_SIZE))
-        if actual_allocs != predicted_allocs:
-            out.append(Finding(
-                "model", "allocations",
-                f"{len(predicted_allocs)} pages {_page_span(predicted_allocs)}",
-                f"{len(actual_allocs)} pages {_page_span(actual_allocs)}"))
-    hooks = (after.guest or {}).get("hook_log")
-    if hooks is not None:
-        # Only the calls made since the "before" point belong to pagetable_init.
-        done_before = len((before.guest or {}).get("hook_log") or [])
-        actual_hooks = [tuple(h) for h in hooks[done_before:]]
-        if actual_hooks != [tuple(h) for h in predicted_hooks]:
-            i = next((i for i, (x, y) in enumerate(zip(predicted_hooks, actual_hooks))
-                      if tuple(x) != tuple(y)), min(len(predicted_hooks), len(actual_hooks)))
-            out.append(Finding(
-                "model", "hook-log",
-                f"{len(predicted_hooks)} calls; #{i}: {_hook(predicted_hooks, i)}",
-                f"{len(actual_hooks)} calls; #{i}: {_hook(actual_hooks, i)}"))
-    return out
+    return out + check_progress(before, after.guest or {}, predicted_allocs, predicted_hooks)
 
 
 def check_progress(before: Snapshot, state: dict, predicted_allocs: list[int],
                    predicted_hooks: list[tuple[int, int]]) -> list[Finding]:
-    """When the kernel stops at its own BUG(), compare what it did up to there:
-    the allocations (cursor) and the hook calls, as read when it exited."""
+    """The allocations (cursor) and the hook calls made since the before point,
+    against the model's; also what the kernel did up to its own BUG(), as read
+    when it exited."""
     out = []
     start = (before.guest or {}).get("boot_alloc_cursor")
     cursor = state.get("boot_alloc_cursor")
@@ -272,8 +252,11 @@ def check_progress(before: Snapshot, state: dict, predicted_allocs: list[int],
             out.append(Finding("model", "allocations",
                                f"{len(predicted_allocs)} pages {_page_span(predicted_allocs)}",
                                f"{len(actual)} pages {_page_span(actual)}"))
+    if state.get("hook_log") is None:
+        return out
+    # Only the calls made since the "before" point belong to pagetable_init.
     done_before = len((before.guest or {}).get("hook_log") or [])
-    hooks = [tuple(h) for h in (state.get("hook_log") or [])[done_before:]]
+    hooks = [tuple(h) for h in state["hook_log"][done_before:]]
     want = [tuple(h) for h in predicted_hooks]
     if hooks != want:
         i = next((i for i, (x, y) in enumerate(zip(want, hooks)) if x != y), min(len(want), len(hooks)))
@@ -282,14 +265,8 @@ def check_progress(before: Snapshot, state: dict, predicted_allocs: list[int],
     return out
 
 
-HOOK_NAMES = {1: "alloc_pd", 2: "alloc_pt", 3: "pin"}
-
-
 def _hook(log, i) -> str:
-    if i >= len(log):
-        return "(none)"
-    op, pfn = log[i]
-    return f"{HOOK_NAMES.get(op, op)}(pfn {pfn:#x})"
+    return records.hook_name(log[i]) if i < len(log) else "(none)"
 
 
 def _page_span(pages: list[int]) -> str:

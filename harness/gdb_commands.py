@@ -16,12 +16,12 @@ from __future__ import annotations
 
 import gdb  # provided by gdb itself
 
-from . import elf, report, runner, scenarios, walker, x86
+from . import elf, records, report, runner, scenarios, walker, x86
 from .snapshot import Snapshot
 
 
 class _Target:
-    """What runner.read_guest_state needs, on gdb's own inferior."""
+    """What the walker and harness.records need, on gdb's own inferior."""
 
     def read_virtual(self, addr: int, size: int) -> bytes:
         return bytes(gdb.selected_inferior().read_memory(addr, size))
@@ -74,7 +74,7 @@ class _Session:
         regs = self.target.registers(["cr0", "cr3", "cr4", "efer", "eip"])
         cpu = walker.CpuState(cr0=regs["cr0"], cr3=regs["cr3"], cr4=regs["cr4"], efer=regs["efer"])
         w = walker.walk(_Memory(self.target), cpu)
-        guest = runner.read_guest_state(self.target, self.image)
+        guest = records.read(self.target.read_physical, self.image.symbols)
         snap = Snapshot.from_walk(w, label, registers=regs, guest=guest,
                                   scenario=runner.scenario_dict(self.scenario))
         return snap, w

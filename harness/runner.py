@@ -6,30 +6,18 @@ from __future__ import annotations
 import json
 import shlex
 import shutil
-import struct
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import checks, elf, fault, gdbmi, model, oracle, qemu, walker, x86
+from . import checks, elf, fault, gdbmi, model, oracle, qemu, records, walker, x86
 from .report import render
 from .scenarios import PASS, Scenario
 from .snapshot import Snapshot
 
 REPO = Path(__file__).resolve().parent.parent
 GUEST_BUILD = REPO / "guest" / "build"
-
-# Guest variables recorded with each snapshot (docs/guest-contract.md).
-GUEST_VARS = ("boot_alloc_start", "boot_alloc_cursor", "init_pg_tables_end", "max_pfn",
-              "max_low_pfn", "fixaddr_top", "vmalloc_reserve", "nx_enabled",
-              "guest_cpu_features")
-HOOK_ENTRY = 8
-MB_MEM_UPPER = 8  # offset of mem_upper (KiB above 1 MiB) in the multiboot info
-VIOLATION_SIZE, VIOLATIONS_MAX = 24, 1024  # docs/xen.md violation record
-START_INFO_FIELDS = ("magic", "nr_pages", "shared_info", "pt_base", "nr_pt_frames",
-                     "hypervisor_virt_start", "reserve_top", "flags")  # docs/xen.md
-
 
 class HarnessError(Exception):
     """The run could not be carried out (as opposed to a check that failed)."""
@@ -154,40 +142,9 @@ def model_config(s: Scenario, variant: str, ram_bytes: int) -> model.KernelConfi
 # Reading the machine
 # ----------------------------------------------------------------------------------
 def read_guest_state(gdb: gdbmi.MiSession, image: elf.KernelImage) -> dict:
-    def u32(addr: int) -> int:
-        return int.from_bytes(gdb.read_virtual(addr, 4), "little")
-
-    state = {}
-    for name in GUEST_VARS:
-        addr = image.symbols.get(name)
-        if addr is not None:
-            state[name] = u32(addr)
-    if "multiboot_info" in image.symbols:
-        state["mb_mem_upper"] = u32(image.symbols["multiboot_info"] + MB_MEM_UPPER)
-    info = image.symbols.get("xen_start_info")
-    if info is not None and u32(info):
-        state["start_info_va"] = u32(info)
-        raw = gdb.read_virtual(state["start_info_va"], 4 * len(START_INFO_FIELDS))
-        state["start_info"] = {k: int.from_bytes(raw[4 * i:4 * i + 4], "little")
-                               for i, k in enumerate(START_INFO_FIELDS)}
-    count_at, record_at = image.symbols.get("hyp_violation_count"), image.symbols.get("hyp_violations")
-    if count_at is not None and record_at is not None:
-        count = u32(count_at)
-        state["violation_count"] = count
-        n = min(count, VIOLATIONS_MAX)
-        raw = gdb.read_virtual(record_at, n * VIOLATION_SIZE) if n else b""
-        state["violations"] = [
-            dict(zip(("kind", "entry_pa", "value", "frame", "va"),
-                     struct.unpack_from("<IIQII", raw, i * VIOLATION_SIZE)))
-            for i in range(n)]
-    log, n = image.symbols.get("pv_hook_log"), image.symbols.get("pv_hook_log_len")
-    if log is not None and n is not None:
-        count = int.from_bytes(gdb.read_virtual(n, 4), "little")
-        raw = gdb.read_virtual(log, count * HOOK_ENTRY) if count else b""
-        state["hook_log"] = [[int.from_bytes(raw[i:i + 4], "little"),
-                              int.from_bytes(raw[i + 4:i + 8], "little")]
-                             for i in range(0, len(raw), HOOK_ENTRY)]
-    return state
+    """The guest's records (harness/records.py), read through physical addresses."""
+    with gdb.physical_mode():
+        return records.read(gdb.read_memory, image.symbols)
 
 
 def take_snapshot(gdb: gdbmi.MiSession, image: elf.KernelImage, label: str, s: Scenario,
