@@ -32,6 +32,8 @@ void *alloc_bootmem_low_pages(unsigned long size)
 	}
 	void *page = __va(boot_alloc_cursor);
 	boot_alloc_cursor += PAGE_SIZE;
+#ifndef MUTANT_ALLOC_NOZERO /* mutant: the page goes out as it was */
 	memset(page, 0, PAGE_SIZE);
+#endif
 	return page;
 }

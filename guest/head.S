@@ -20,6 +20,11 @@
 
 /* head.S's boot tables are present + rw + user, in the PTEs and the PDEs. */
 #define BOOT_PTE_FLAGS 0x007
+#ifdef MUTANT_BOOT_PDE_FLAGS
+#define BOOT_PDE_FLAGS 0x003 /* mutant: the PDEs lose USER */
+#else
+#define BOOT_PDE_FLAGS BOOT_PTE_FLAGS
+#endif
 /* Byte offset of the first PAGE_OFFSET PDE (index 768) in swapper_pg_dir. */
 #define KERNEL_PDE_BYTES ((__PAGE_OFFSET >> 22) * 4)
 #define BOOT_STACK_SIZE 16384
@@ -89,7 +94,10 @@ start:
 	movl $PA(pg0), %edi
 	movl $PA(swapper_pg_dir), %edx
 	movl $BOOT_PTE_FLAGS, %eax
-4:	leal BOOT_PTE_FLAGS(%edi), %ecx
+#ifdef MUTANT_BOOT_EXTRA_PG0
+	xorl %esi, %esi
+#endif
+4:	leal BOOT_PDE_FLAGS(%edi), %ecx
 	movl %ecx, (%edx)
 	movl %ecx, KERNEL_PDE_BYTES(%edx)
 	addl $4, %edx
@@ -100,6 +108,19 @@ start:
 	leal (INIT_MAP_BEYOND_END + BOOT_PTE_FLAGS)(%edi), %ecx
 	cmpl %ecx, %eax
 	jb 4b
+#ifdef MUTANT_BOOT_EXTRA_PG0
+	/* mutant: the loop test is off by one unit: one more pg0 page */
+	testl %esi, %esi
+	jnz 8f
+	incl %esi
+	jmp 4b
+8:
+#endif
+#ifdef MUTANT_BOOT_NO_ALIAS
+	/* mutant: the last pg0 page keeps only its identity PDE (its PAGE_OFFSET
+	 * PDE is taken back before paging is on, as if never entered) */
+	movl $0, (KERNEL_PDE_BYTES - 4)(%edx)
+#endif
 	movl %edi, PA(init_pg_tables_end)
 	subl $BOOT_PTE_FLAGS, %eax
 	movl %eax, PA(init_map_end)

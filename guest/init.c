@@ -73,7 +73,7 @@ static pmd_t *one_md_table_init(pgd_t *pgd)
  */
 static pte_t *one_page_table_init(pmd_t *pmd)
 {
-#ifdef PREPATCH
+#if defined(PREPATCH) || defined(MUTANT_PMD_NONE)
 	if (pmd_none(*pmd)) { /* 2.6.21: only the low 32 bits all zero count as empty */
 #else
 	if (!(pmd_val(*pmd) & _PAGE_PRESENT)) {
@@ -292,11 +292,19 @@ void __stop_point pagetable_init(void)
 	kernel_physical_mapping_init(pgd_base);
 
 	/* Fixmap: only the pte tables; set_fixmap() fills them later. */
+#ifdef MUTANT_FIXMAP_START_OFF
+	vaddr = __fix_to_virt(__end_of_fixed_addresses) & PMD_MASK; /* mutant: one slot past */
+#else
 	vaddr = __fix_to_virt(__end_of_fixed_addresses - 1) & PMD_MASK;
+#endif
 #ifdef PREPATCH
 	page_table_range_init(vaddr, 0, pgd_base); /* all the way to 4 GiB */
 #else
+#ifdef MUTANT_FIXMAP_END_OFF
+	end = (FIXADDR_TOP + PMD_SIZE) & PMD_MASK; /* mutant: off by one byte */
+#else
 	end = (FIXADDR_TOP + PMD_SIZE - 1) & PMD_MASK;
+#endif
 	page_table_range_init(vaddr, end, pgd_base);
 #endif
 
@@ -316,7 +324,9 @@ static void set_nx(void)
 		u32 edx = cpuid_edx(0x80000001);
 		if ((edx & (1u << X86_FEATURE_NX_BIT)) && !disable_nx) {
 			wrmsr(MSR_EFER, rdmsr(MSR_EFER) | EFER_NX);
+#ifndef MUTANT_NX_ENABLED_OFF /* mutant: NX on, the variable forgotten */
 			nx_enabled = 1;
+#endif
 			__supported_pte_mask |= _PAGE_NX;
 		}
 	}
@@ -330,7 +340,11 @@ static pte_t *kmap_get_fixmap_pte(unsigned long vaddr)
 
 static void kmap_init(void)
 {
+#ifdef MUTANT_KMAP_PTE_OFF
+	unsigned long kmap_vstart = __fix_to_virt(FIX_KMAP_BEGIN + 1); /* mutant: the next slot */
+#else
 	unsigned long kmap_vstart = __fix_to_virt(FIX_KMAP_BEGIN);
+#endif
 
 	kmap_pte = kmap_get_fixmap_pte(kmap_vstart);
 	kmap_prot = PAGE_KERNEL;

@@ -19,6 +19,9 @@
 #ifndef GUEST_VARIANT
 #error "the Makefile names the variant (GUEST_VARIANT)"
 #endif
+#ifndef GUEST_MUTANT
+#define GUEST_MUTANT "none" /* MUTANT= of the Makefile: test-only builds */
+#endif
 
 struct boot_options boot_options = { .pv_backend = "native" };
 u32 guest_cpu_features;
@@ -26,7 +29,11 @@ u32 cpuid_leaf1_edx_mask = ~0u;
 unsigned long mmu_cr4_features;
 unsigned long max_pfn;
 unsigned long max_low_pfn;
+#ifdef MUTANT_FIXADDR_TOP_OFF
+unsigned long fixaddr_top = 0xffffe000; /* mutant: one page low */
+#else
 unsigned long fixaddr_top = 0xfffff000; /* __FIXADDR_TOP */
+#endif
 
 void detect_cpu_features(void)
 {
@@ -89,6 +96,9 @@ static void setup_memory(const struct boot_options *opts)
 	if (ram_end > 0x100000000ULL)
 		ram_end = 0x100000000ULL; /* a 32-bit pfn space without PAE highmem above 4G */
 	max_pfn = (unsigned long)(ram_end >> PAGE_SHIFT);
+#ifdef MUTANT_MAX_PFN_OFF
+	max_pfn--; /* mutant: one page short of the RAM end */
+#endif
 	max_low_pfn = max_pfn;
 	if (max_low_pfn > (MAXMEM >> PAGE_SHIFT))
 		max_low_pfn = MAXMEM >> PAGE_SHIFT;
@@ -128,7 +138,7 @@ static void print_banner(void)
 			printk("%02x", id[i]);
 	else
 		printk("none");
-	printk("\n");
+	printk(" mutant=%s\n", GUEST_MUTANT);
 }
 
 /* The "after" snapshot point: called once, right after paging_init(). */

@@ -19,7 +19,11 @@
 #define XEN_MAP_SLACK (4UL << 20)
 #define XEN_MAP_ALIGN (4UL << 20)
 
+#ifdef MUTANT_HYP_LEAF_FLAGS
+#define HYP_LEAF_RW 0x067 /* mutant: USER set too */
+#else
 #define HYP_LEAF_RW 0x063 /* P RW A D */
+#endif
 #define HYP_LEAF_RO 0x061 /* P A D: page-table pages and the start-info page */
 #define HYP_DIR_ENTRY 0x067 /* _PAGE_TABLE */
 #define HYP_PDPT_ENTRY 0x001

@@ -55,7 +55,11 @@ extern unsigned long fixaddr_top;
 
 /* HIGHMEM's permanent kmap area: one pmd's worth of ptes below the fixmap. */
 #define LAST_PKMAP PTRS_PER_PTE
+#ifdef MUTANT_PKMAP_BASE_OFF
+#define PKMAP_BASE ((FIXADDR_BOOT_START - PAGE_SIZE * LAST_PKMAP) & PMD_MASK) /* mutant: no guard page */
+#else
 #define PKMAP_BASE ((FIXADDR_BOOT_START - PAGE_SIZE * (LAST_PKMAP + 1)) & PMD_MASK)
+#endif
 
 /* Map physical address phys at fixmap slot idx (pgtable.c). */
 void __set_fixmap(enum fixed_addresses idx, unsigned long phys, pgprot_t flags);

@@ -83,9 +83,10 @@ class Boot:
 
 
 def boot(tmp_path: Path, variant: str, cpu_flags: dict[str, bool] | None = None,
-         memory: str = "128M", append: str = "") -> Boot:
+         memory: str = "128M", append: str = "", kernel: Path | None = None) -> Boot:
+    """kernel: another build of the variant (a mutant's); default guest/build's."""
     serial = tmp_path / f"{variant}.serial.log"
-    machine = qemu.Machine(kernel=GUEST / "build" / variant / "kernel.elf", memory=memory,
+    machine = qemu.Machine(kernel=kernel or GUEST / "build" / variant / "kernel.elf", memory=memory,
                            cpu=cpu_flags or cpu(), append=append)
     command = machine.arguments(serial, gdb_option=None)
     proc = qemu.spawn(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
@@ -315,6 +316,33 @@ def test_bad_command_line(tmp_path, append, word):
     assert_exit(b, BAD_CMDLINE, "exit code=4 bad-cmdline")
     assert b.event("cmdline error")["word"] == word, b.context()
     assert "pagetable_init" not in b.log, b.context()
+
+
+# --- Test-only mutants (docs/guest.md) ---------------------------------------------
+
+def test_default_build_has_no_mutant(tmp_path):
+    b = boot(tmp_path, "nopae-patched")
+    assert_passed(b)
+    assert b.event("guest")["mutant"] == "none", b.context()
+
+
+def test_mutant_build_names_itself(tmp_path):
+    """MUTANT= builds into BUILD=, apart from the normal builds, and says so."""
+    subprocess.run(["make", "-s", "-C", str(GUEST), "MUTANT=kmap-pte-off", f"BUILD={tmp_path}",
+                    "VARIANT=pae-patched"], check=True)
+    kernel = tmp_path / "pae-patched" / "kernel.elf"
+    b = boot(tmp_path, "pae-patched", kernel=kernel)
+    assert b.event("guest")["mutant"] == "kmap-pte-off", b.context()
+    # The guest's own check catches this one: kmap_pte is the next slot's pte.
+    assert_exit(b, SELFCHECK_FAILED, "exit code=1 selfcheck-failed")
+    assert "kmap_pte is not the pte of FIX_KMAP_BEGIN" in b.log, b.context()
+
+
+def test_unknown_mutant_is_a_make_error(tmp_path):
+    r = subprocess.run(["make", "-s", "-C", str(GUEST), "MUTANT=no-such-bug", f"BUILD={tmp_path}"],
+                       capture_output=True, text=True)
+    assert r.returncode != 0
+    assert "unknown MUTANT 'no-such-bug'" in r.stderr and "boot-pde-flags" in r.stderr, r.stderr
 
 
 def test_mem_below_boot_mapping_is_refused(tmp_path):
