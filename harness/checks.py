@@ -1,6 +1,8 @@
 """The check layers. Each turns evidence into findings and can fail a scenario
 on its own:
 
+- boot:        the state at pagetable_init entry as the spec's boot stage leaves
+               it (harness/boot.py);
 - model:       the tables after paging_init equal model(before), entry by entry,
                plus the allocations and the paravirt hook log;
 - invariants:  properties stated from kernel-facts.md, computed here from the
@@ -19,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Iterable
 
 from . import records, x86
-from .scenarios import EXCEPTION, PASS, UNSUPPORTED, Scenario
+from .scenarios import AUDIT, EXCEPTION, PASS, PVBUGS, UNSUPPORTED, Scenario
 from .snapshot import Snapshot
 from .walker import CpuState, Range, TablePage
 
@@ -27,7 +29,7 @@ ADDR_MASK_PAE = 0x000FFFFFFFFFF000
 ADDR_MASK_2L = 0xFFFFF000
 VA_TOP = 1 << 32
 
-CHECKS = ("model", "invariants", "hypervisor", "oracle", "content", "guest")
+CHECKS = ("boot", "model", "invariants", "hypervisor", "oracle", "content", "guest")
 
 
 @dataclass(frozen=True)
@@ -570,6 +572,46 @@ def check_invariants(s: Scenario, layout: SpecLayout, swapper_pa: int, after: Sn
     return out
 
 
+FIX_KMAP_BEGIN = 2  # docs/guest-contract.md: kmap_pte is the PTE of this fixmap slot
+CPU_FEATURE_BITS = {"pse": 0, "pge": 1, "pae": 2, "nx": 3}  # guest_cpu_features
+
+
+def check_variables(s: Scenario, layout: SpecLayout, after: Snapshot) -> list[Finding]:
+    """The guest's recorded variables after paging_init against the spec (kernel-facts
+    §1, §3, §5; docs/xen.md): wrong values whose effect on the tables a PMD's
+    rounding would hide still show here."""
+    guest = after.guest or {}
+    reserve = VA_TOP - layout.fixaddr_top - x86.PAGE_SIZE  # FIXADDR_TOP = -reserve - 4096
+    features = {"pse": s.cpu_flags["pse"] and s.pv != "xen", "pge": s.cpu_flags["pge"] and s.pv != "xen",
+                "pae": s.cpu_flags["pae"], "nx": s.cpu_flags["nx"]}
+    want = {"fixaddr_top": layout.fixaddr_top,
+            "vmalloc_reserve": VMALLOC_RESERVE + reserve,
+            "max_pfn": layout.max_pfn, "max_low_pfn": layout.max_low_pfn,
+            "nx_enabled": int(layout.nx_active),
+            "guest_cpu_features": sum(1 << b for k, b in CPU_FEATURE_BITS.items() if features[k])}
+    kmap = _pte_va(after, layout.fix_to_virt(FIX_KMAP_BEGIN))
+    if kmap is not None:
+        want["kmap_pte"] = kmap
+    out = []
+    for name, value in want.items():
+        have = guest.get(name)
+        if have is not None and have != value:
+            out.append(Finding("invariants", "variables", f"{name}={value:#x}", f"{name}={have:#x}"))
+    return out
+
+
+def _pte_va(snap: Snapshot, va: int) -> int | None:
+    """The kernel virtual address of the PTE that maps `va` (the __va of its
+    physical address in the tables the CPU uses), or None without a PTE page."""
+    cpu = snap.cpu
+    geo = x86.geometry(cpu.pae)
+    page = pages_by_va(snap.tables, cpu).get(("pte", va & geo.pmd_mask))
+    if page is None:
+        return None
+    idx = (va >> x86.PAGE_SHIFT) & (geo.ptrs_per_pte - 1)
+    return x86.PAGE_OFFSET + page.phys + idx * (8 if cpu.pae else 4)
+
+
 def _large_leaves(snap: Snapshot, cpu: CpuState) -> dict[tuple[str, int], Entry]:
     """The large-page leaves (PSE) of a snapshot, without touching PTE pages."""
     out = {}
@@ -692,6 +734,58 @@ def check_hypervisor_audit(state: dict, pae: bool) -> list[Finding]:
     return out
 
 
+def _record(kind: int, entry_pa: int, value: int, frame: int, va: int) -> tuple:
+    # A pin-time record carries the leaf as found: the CPU may have set A/D on it.
+    return kind, entry_pa, value & ~x86.HW_MANAGED, frame, va
+
+
+def _record_text(r: tuple | None) -> str:
+    if r is None:
+        return "no record"
+    kind, entry_pa, value, frame, va = r
+    where = f"entry {entry_pa:#x}" if entry_pa else "at pin"
+    return (f"{VIOLATION_RULES.get(kind, kind)} {where} value {value:#x} frame {frame:#x}"
+            f" va {va:#x}")
+
+
+def check_audit_record(state: dict, expected: list, pvbug: str) -> list[Finding]:
+    """pvbug= scenarios: the hypervisor's record must be exactly what the model's
+    hypervisor flags for that kernel (kind, entry, value, frame, VA, in order):
+    an audit that misses a pin-time, link-time or batched violation shows here."""
+    want = [_record(v.kind, v.entry_pa, v.value, v.frame_pa, v.va) for v in expected]
+    have = [_record(r["kind"], r["entry_pa"], r["value"], r["frame"], r["va"])
+            for r in state.get("violations") or []]
+    if not want:
+        return [Finding("hypervisor", "audit-record", f"a record for pvbug={pvbug}",
+                        "the model's hypervisor flags nothing")]
+    out = []
+    for i in range(max(len(want), len(have))):
+        w = want[i] if i < len(want) else None
+        h = have[i] if i < len(have) else None
+        if w != h:
+            ref = w or h
+            out.append(Finding("hypervisor", "audit-record", _record_text(w), _record_text(h),
+                               va=ref[4] or None, span=x86.PAGE_SIZE,
+                               entry_addr=ref[1] or None, detail=f"record #{i} of {len(want)}"))
+    return out
+
+
+def check_hypervisor_counters(before: dict, after: dict, mmu_updates: int | None,
+                              pins: int | None) -> list[Finding]:
+    """The hypervisor's own counts of mmu updates and pins made by pagetable_init
+    (from the before point to the after point) against the model's."""
+    out = []
+    for name, want in (("hyp_mmu_update_count", mmu_updates), ("hyp_pin_count", pins)):
+        if want is None or name not in before or name not in after:
+            continue
+        have = after[name] - before[name]
+        if have != want:
+            out.append(Finding("hypervisor", "counters", f"{name[4:]}: {want}",
+                               f"{name[4:]}: {have}",
+                               detail="hypercalls made from pagetable_init entry to the after point"))
+    return out
+
+
 @dataclass
 class TextRegion:
     va: int
@@ -721,11 +815,17 @@ EXIT_NAMES = {1: "pass", 3: "self-check failed", 5: "cpu exception", 7: "unsuppo
 EXPECTED_EXIT = {PASS: 1, UNSUPPORTED: 7, EXCEPTION: 5}
 
 
+def expected_exit(s: Scenario) -> int:
+    if s.expect == AUDIT:
+        return PVBUGS[s.pvbug][0] if s.pvbug in PVBUGS else 1
+    return EXPECTED_EXIT[s.expect]
+
+
 def check_guest(s: Scenario, exit_status: int | None, serial: str,
                 predicted_bug: str = "") -> list[Finding]:
     """The boot ends as the scenario expects; when the model predicts that the
     kernel's own BUG() fires, the guest must end through it (self-check code)."""
-    want = 3 if predicted_bug else EXPECTED_EXIT[s.expect]
+    want = 3 if predicted_bug else expected_exit(s)
     out = []
     if predicted_bug and exit_status == want and "BUG at" not in serial:
         out.append(Finding("guest", "bug", "a BUG line on serial (" + predicted_bug + ")",
@@ -755,6 +855,9 @@ class Verdict:
     findings: list[Finding] = field(default_factory=list)
     ran: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
+
+    def failed_rules(self) -> frozenset[tuple[str, str]]:
+        return frozenset((f.check, f.rule) for f in self.findings)
 
     def failed_checks(self) -> list[str]:
         return sorted({f.check for f in self.findings}, key=CHECKS.index)

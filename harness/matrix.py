@@ -90,6 +90,8 @@ def summary(results: list[Result]) -> str:
             what = "error: " + r.error.splitlines()[0][:60]
         if r.expected_bugs:
             what += f" (bugs {'+'.join(r.expected_bugs)} expected)"
+        elif r.scenario.expected_findings():
+            what += " (expected: " + ",".join(sorted(rule for _, rule in r.scenario.expected_findings())) + ")"
         rows.append((r.scenario.id, r.scenario.guest_variant(r.options.variant), r.status,
                      f"{r.seconds:.2f}s", what))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]

@@ -11,11 +11,51 @@ from dataclasses import dataclass, field
 
 MiB = 1 << 20
 GiB = 1 << 30
+PAGE = 1 << 12
+VA_TOP = 1 << 32
+DEFAULT_FIXADDR_TOP = 0xFFFFF000
+FIXMAP_ENTRIES = 32  # __end_of_fixed_addresses (docs/guest-contract.md)
+POISON = "0xdead0002"  # non-present, address bits set (kernel-facts §6 C)
+
+
+def _geometry(pae: bool) -> tuple[int, int]:
+    """(PMD_SIZE, LAST_PKMAP) of a mode (kernel-facts §1)."""
+    return (2 * MiB, 512) if pae else (4 * MiB, 1024)
+
+
+# The bounds the spec derives from FIXADDR_TOP, each as FIXADDR_TOP minus so many
+# pages (kernel-facts §3, §5): a reservetop= that puts one on a PMD boundary, or
+# a page to either side, is where an off-by-one in its formula shows.
+def _bound_pages(pae: bool) -> dict[str, int]:
+    last_pkmap = _geometry(pae)[1]
+    return {"top": 0,                                   # FIXADDR_TOP (range-init end)
+            "fixstart": FIXMAP_ENTRIES - 1,             # __fix_to_virt(end - 1): range-init start
+            "bootstart": FIXMAP_ENTRIES,                # FIXADDR_BOOT_START
+            "pkmap": FIXMAP_ENTRIES + last_pkmap + 1}   # PKMAP_BASE before its rounding
+
+
+def boundary_reservetop(pae: bool, bound: str, offset_pages: int, near: int = 64 * MiB) -> int:
+    """The smallest reservetop= at or above `near` that puts `bound` exactly on a
+    PMD boundary, moved so that the bound lands `offset_pages` pages above it."""
+    pmd = _geometry(pae)[0]
+    below_top = (_bound_pages(pae)[bound] + 1) * PAGE  # VA_TOP - reservetop - bound
+    r = near + ((VA_TOP - near - below_top) % pmd)
+    return r - offset_pages * PAGE
 
 # What a boot of the patched guest must end in.
 PASS = "pass"                # all checks pass, guest exits through the pass code
 UNSUPPORTED = "unsupported"  # PAE build on a CPU without PAE: refused before paging_init
 EXCEPTION = "exception"      # a deliberate fault after paging_init: exception code, report
+AUDIT = "audit"              # pv=xen with pvbug=: the hypervisor records what the model flags
+
+# pvbug= values (docs/xen.md) -> the guest's exit status (QEMU's) and the
+# invariant rules that must fire, besides the audit record the model predicts.
+PVBUGS = {
+    "writable-pt": (3, frozenset({("invariants", "tables-read-only")})),
+    "writable-root": (3, frozenset({("invariants", "tables-read-only")})),
+    "unannounced-pt": (1, frozenset()),
+    "batch-hv-write": (1, frozenset({("invariants", "hypervisor-area")})),
+}
 
 VARIANTS = ("patched", "prepatch")
 
@@ -66,6 +106,25 @@ class Scenario:
         return parse_size(v) if v else None
 
     @property
+    def poison(self) -> int | None:
+        """poison=0xPATTERN: free pages and unused boot-table entries hold it."""
+        v = self.knob("poison")
+        return int(v, 16) if v else None
+
+    @property
+    def pvbug(self) -> str | None:
+        """pvbug=NAME (pv=xen): a kernel-side fault the hypervisor's audit must see."""
+        return self.knob("pvbug")
+
+    @property
+    def fixmap_range_end(self) -> int:
+        """The patched fixmap range-init end, (FIXADDR_TOP + PMD_SIZE - 1) & PMD_MASK,
+        as a 33-bit number: 1 << 32 when it wraps to 0 (kernel-facts §5)."""
+        geo = _geometry(self.pae)
+        top = VA_TOP - self.reservetop - PAGE if self.reservetop else DEFAULT_FIXADDR_TOP
+        return (top + geo[0] - 1) & ~(geo[0] - 1)
+
+    @property
     def noexec_off(self) -> bool:
         return self.knob("noexec") == "off"
 
@@ -83,6 +142,13 @@ class Scenario:
         small_pages = not self.pse or self.pv == "xen"
         return 1.0 + (lowmem / 50_000 if small_pages else 0.0)
 
+    def expected_findings(self) -> frozenset[tuple[str, str]]:
+        """(check, rule) pairs that must fail, and no others: a deliberately broken
+        kernel (pvbug=) is caught by exactly the layers that should see it."""
+        if self.expect == AUDIT and self.pvbug in PVBUGS:
+            return PVBUGS[self.pvbug][1]
+        return frozenset()
+
     def guest_variant(self, variant: str = "patched") -> str:
         return f"{'pae' if self.pae else 'nopae'}-{variant}"
 
@@ -94,12 +160,19 @@ class Scenario:
         if self.pv == "xen":
             # Under Xen the 2.6.21 code runs the range init into the hypervisor's
             # area (B); in PAE it first hits its own BUG() replacing the kernel PMD (C).
-            return ("C",) if self.pae else ("B",)
+            # A poisoned PGD adds C's pmd_none half in the non-PAE build.
+            if self.pae:
+                return ("C",)
+            return ("B", "C") if self.poison is not None else ("B",)
         bugs = []
         if self.pae and self.nx_active and not self.pse:
             bugs.append("A")  # stale `address`: NX lost above __init_end
-        if self.reservetop:
+        if self.fixmap_range_end != VA_TOP:
             bugs.append("B")  # range init runs to the wrap, past FIXADDR_TOP
+        if self.poison is not None and not self.pae:
+            # pmd_none keeps the poisoned, non-present PDEs of swapper_pg_dir and
+            # derives table pointers from them (the PAE PMD page is a fresh one).
+            bugs.append("C")
         return tuple(bugs)
 
 
@@ -163,6 +236,27 @@ def _build() -> dict[str, Scenario]:
                            extra="mem512M", quick=True))
     out.append(_native(True, False, True, True, 128 * MiB, cmdline=("noexec=off",),
                        extra="noexecoff", quick=True))
+    # Bounds on and next to a PMD boundary (computed from the geometry), both modes.
+    quick_bounds = {(False, "bootstart"), (True, "fixstart"), (False, "pkmap"), (True, "top")}
+    for pae in (False, True):
+        seen: set[int] = set()  # neighbouring bounds share values: run each once
+        for offset, name in ((0, "pmd"), (1, "pmd-above"), (-1, "pmd-below")):
+            for bound in _bound_pages(pae):
+                r = boundary_reservetop(pae, bound, offset)
+                if r in seen:
+                    continue
+                seen.add(r)
+                out.append(_native(pae, True, True, pae, 128 * MiB,
+                                   cmdline=(f"reservetop={r >> 10}K",),
+                                   extra=f"{bound}-{name}",
+                                   quick=offset == 0 and (pae, bound) in quick_bounds))
+    # Poisoned memory: free pages and unused boot-table entries are not zero.
+    for pae in (False, True):
+        for pse in (True, False):
+            out.append(_native(pae, pse, True, pae, 128 * MiB, cmdline=(f"poison={POISON}",),
+                               extra="poison", quick=(pse != pae)))
+        out.append(_native(pae, not pae, True, pae, 1 * GiB, cmdline=(f"poison={POISON}",),
+                           extra="poison"))
     # The Xen-like paravirt case (docs/xen.md): PSE/PGE are offered by QEMU and
     # hidden by the hypervisor; Xen sets the top, so no reservetop.
     for pae in (False, True):
@@ -173,6 +267,21 @@ def _build() -> dict[str, Scenario]:
                 quick = memory in (128 * MiB, 896 * MiB) and (nx or not pae)
                 out.append(Scenario(id=sid, pae=pae, nx=nx, memory=memory, pv="xen",
                                     sets=frozenset({"quick", "full"} if quick else {"full"})))
+    for pae in (False, True):
+        mode = "pae" if pae else "nopae"
+        # NX off in the quick one: pv=xen without NX gets a second quick run.
+        out.append(Scenario(id=f"xen-{mode}{'-nonx' if pae else ''}-128M-poison", pae=pae,
+                            nx=False, pv="xen", cmdline=(f"poison={POISON}",),
+                            sets=frozenset({"quick", "full"})))
+        out.append(Scenario(id=f"xen-{mode}{'-nx' if pae else ''}-896M-poison", pae=pae,
+                            nx=pae, pv="xen", memory=896 * MiB, cmdline=(f"poison={POISON}",)))
+        # A kernel that breaks the hypervisor's rules: the audit must record exactly
+        # what the model's hypervisor flags (docs/xen.md, pvbug=).
+        for bug in PVBUGS:
+            quick = (not pae and bug == "writable-root") or (pae and bug == "batch-hv-write")
+            out.append(Scenario(id=f"xen-{mode}-128M-pvbug-{bug}", pae=pae, nx=pae, pv="xen",
+                                cmdline=(f"pvbug={bug}",), expect=AUDIT,
+                                sets=frozenset({"quick", "full"} if quick else {"full"})))
     # Outcomes other than a pass.
     out.append(Scenario(id="pae-cpu-nopae-unsupported", pae=True, cpu_pae=False, nx=False,
                         expect=UNSUPPORTED, sets=frozenset({"quick", "full"})))
