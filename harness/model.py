@@ -46,6 +46,14 @@ XEN_START_INFO_FIELDS = ("magic", "nr_pages", "shared_info", "pt_base", "nr_pt_f
                          "hypervisor_virt_start", "reserve_top", "flags")
 FIX_PARAVIRT_BOOTMAP = 15  # fixmap slot of the shared-info page (CONFIG_PARAVIRT enum)
 
+# Kernel-side mutants of the Xen-like backend (KernelConfig.pvbug, docs/model.md):
+#   writable-pt     alloc_pt skips "make read-only" for the first PTE page it is given
+#   writable-root   setup_start skips "make base (swapper_pg_dir) read-only"
+#   unannounced-pt  alloc_pt skips hyp_announce for the first PTE page it is given
+#   batch-hv-write  the first setup-time set_pte also writes its value to entry 2 of
+#                   hypervisor PTE page A (the entry covering HYPERVISOR_VIRT_START + 2 pages)
+PVBUGS = ("writable-pt", "writable-root", "unannounced-pt", "batch-hv-write")
+
 # Hypervisor audit kinds (docs/xen.md, violation record).
 WRITABLE_TABLE = 1
 HYP_AREA_WRITE = 2
@@ -106,6 +114,7 @@ class KernelConfig:
     reservetop: int = 0  # reservetop=, bytes
     noexec_off: bool = False  # noexec=off
     fixmap_entries: int = 32  # __end_of_fixed_addresses
+    pvbug: str | None = None  # pv=xen only: one of PVBUGS, a mutant of the Xen-like backend
 
     def __post_init__(self) -> None:
         if self.ram_bytes <= 0:
@@ -120,6 +129,12 @@ class KernelConfig:
         if self.pv == "xen" and self.reservetop:
             raise ModelError("reservetop= is not allowed with pv=xen (the guest exits with"
                              " code 4): Xen sets the top of the address space itself")
+        if self.pvbug is not None:
+            if self.pv != "xen":
+                raise ModelError(f"pvbug={self.pvbug} needs pv=xen (the guest exits with"
+                                 " code 4)")
+            if self.pvbug not in PVBUGS:
+                raise ModelError(f"unknown pvbug={self.pvbug!r}; known: {', '.join(PVBUGS)}")
 
     # CPUID as the kernel sees it: Xen hides PSE and PGE from PV guests (docs/xen.md).
     @property
@@ -227,10 +242,11 @@ def compute_layout(config: KernelConfig, image: KernelImage,
 @dataclass(frozen=True)
 class Violation:
     """One finding of the Xen-like hypervisor's audit (docs/xen.md), as the model's
-    hypervisor would flag it.  Advisory: the model promises the tables, not the
-    guest's violation record.  frame_pa is the physical address of the frame
-    concerned (the table frame mapped writable, the unannounced target, the PMD
-    page refused, or the table page written in the hypervisor's area)."""
+    hypervisor would flag it.  A correct run has none; in pvbug scenarios the
+    harness compares the guest's record with them exactly.  frame_pa is the physical
+    address of the frame concerned (the table frame mapped writable, the unannounced
+    target, the PMD page refused, or the table page written in the hypervisor's
+    area)."""
 
     kind: int
     entry_pa: int  # the entry written (0 for pin-time findings of kind 1)
@@ -267,6 +283,10 @@ class Prediction:
     pkmap_page_table: int = 0  # physical address of the pkmap PTE page
     hypervisor_tables: dict[int, str] = field(default_factory=dict)
     hypervisor_flags: list[Violation] = field(default_factory=list)
+    # pv=xen: hyp_mmu_update calls received (refused ones and each entry of a batch
+    # included); 0 natively
+    mmu_updates: int = 0
+    pins: int = 0  # pv=xen: hyp_pin calls; 0 natively
     bug: str = ""  # the kernel's own BUG() fires: the state is where it stopped
 
     @property
@@ -294,6 +314,7 @@ class ParavirtBackend(Protocol):
     def check_kernel_write(self, k: "Kernel", pa: int, what: str) -> None: ...
     def hypervisor_tables(self) -> dict[int, str]: ...
     def hypervisor_flags(self) -> list[Violation]: ...
+    def hypercall_counts(self) -> tuple[int, int]: ...
 
 
 class NativeBackend:
@@ -352,6 +373,9 @@ class NativeBackend:
     def hypervisor_flags(self) -> list[Violation]:
         return []
 
+    def hypercall_counts(self) -> tuple[int, int]:
+        return 0, 0  # (hyp_mmu_update, hyp_pin): no hypervisor
+
 
 _SPAN = {"pdpt": 1 << 30, "pgd": 1 << 22, "pmd": 1 << 21, "pte": x86.PAGE_SIZE}
 
@@ -373,6 +397,8 @@ class XenHypervisor:
         self.va_base: dict[int, int] = {}  # frame -> first VA it covers, where known
         self.flags: list[Violation] = []
         self.roots: set[int] = set()
+        self.mmu_updates = 0  # hyp_mmu_update calls received, performed or refused
+        self.pins = 0  # hyp_pin calls
         root = k.cr3 & PAGE_MASK
         self._learn_tree(root)
         # The entries covering VA >= HVS, as built: PGD 1008..1023 / kernel PMD 428..511.
@@ -449,6 +475,7 @@ class XenHypervisor:
     def mmu_update(self, entry_pa: int, value: int) -> None:
         """hyp_mmu_update: write one entry (CR0.WP cleared for the store), after the audit."""
         k = self.k
+        self.mmu_updates += 1
         frame = entry_pa & PAGE_MASK
         level = self.tables.get(frame)
         if level is not None:
@@ -492,6 +519,7 @@ class XenHypervisor:
     def pin(self, pfn: int) -> None:
         """hyp_pin: validate the whole tree (flags only; pinning changes no entry)."""
         k, g = self.k, self.k.g
+        self.pins += 1
         root = pfn << x86.PAGE_SHIFT
         frames = [root]
         pmds = [root]
@@ -532,7 +560,7 @@ class XenBackend:
     """The Xen-like paravirt_ops of docs/xen.md (kernel side), talking to the
     simulated hypervisor: page-table writes are hypercalls, new table frames are
     made read-only before they are linked, and setup-time set_pte keeps the RW
-    bit of a present entry."""
+    bit of a present entry.  KernelConfig.pvbug selects one of the mutants (PVBUGS)."""
 
     name = "xen"
 
@@ -540,6 +568,9 @@ class XenBackend:
         self.hyp: XenHypervisor | None = None
         self.runtime = False  # pagetable_setup_done switches set_pte to its run-time form
         self.start_info: dict[str, int] = {}
+        self.pvbug: str | None = None
+        self.pt_pages_given = 0  # alloc_pt calls so far (the mutants act on the first)
+        self.setup_set_ptes = 0  # setup-time set_pte calls so far
 
     def check_entry_state(self, k: "Kernel", before: Snapshot) -> None:
         cpu, pae = before.cpu, k.config.pae
@@ -565,6 +596,7 @@ class XenBackend:
             raise ModelError(f"before-state: CR3={cpu.cr3:#x}, expected __pa(pt_base)"
                              f"={pt_base:#x} (start_info.pt_base={info['pt_base']:#x})")
         self.start_info = info
+        self.pvbug = k.config.pvbug
         self.hyp = XenHypervisor(k)
 
     # -- kernel-side helpers -------------------------------------------------------------------
@@ -597,7 +629,8 @@ class XenBackend:
             k.paravirt_alloc_pd(base >> x86.PAGE_SHIFT)
             k.copy_page(pt_base, base)  # a plain memcpy: base is not a table yet
         self.make_readonly(k, k.layout.empty_zero_page)
-        self.make_readonly(k, base)
+        if self.pvbug != "writable-root":  # the mutant leaves base writable
+            self.make_readonly(k, base)
         self.hyp.new_baseptr(base)
 
     def pagetable_setup_done(self, k: "Kernel", base: int) -> None:
@@ -613,8 +646,12 @@ class XenBackend:
         self.hyp.announce(pfn, "pmd" if k.g.ptrs_per_pmd > 1 else "pgd")
 
     def alloc_pt(self, k: "Kernel", pfn: int) -> None:
-        self.hyp.announce(pfn, "pte")
-        self.make_readonly(k, pfn << x86.PAGE_SHIFT)  # before the caller links it
+        self.pt_pages_given += 1
+        bug = self.pvbug if self.pt_pages_given == 1 else None  # mutants: the first page
+        if bug != "unannounced-pt":
+            self.hyp.announce(pfn, "pte")
+        if bug != "writable-pt":
+            self.make_readonly(k, pfn << x86.PAGE_SHIFT)  # before the caller links it
 
     def set_pgd(self, k: "Kernel", addr: int, val: int) -> None:
         self.hyp.mmu_update(addr, val)
@@ -623,11 +660,23 @@ class XenBackend:
         self.hyp.mmu_update(addr, val)
 
     def set_pte(self, k: "Kernel", addr: int, val: int) -> None:
-        if not self.runtime:
-            old = k.load(addr)
-            if old & x86.PRESENT:  # the early rule: a present entry keeps its RW bit
-                val = (val & ~x86.RW) | (old & x86.RW)
+        if self.runtime:
+            self.hyp.mmu_update(addr, val)
+            return
+        old = k.load(addr)
+        if old & x86.PRESENT:  # the early rule: a present entry keeps its RW bit
+            val = (val & ~x86.RW) | (old & x86.RW)
         self.hyp.mmu_update(addr, val)
+        self.setup_set_ptes += 1
+        if self.pvbug == "batch-hv-write" and self.setup_set_ptes == 1:
+            # The mutant: the same value also goes to entry 2 of hypervisor PTE page A,
+            # which the kernel finds through its tables at HYPERVISOR_VIRT_START.
+            va = self.hyp.hvs + 2 * x86.PAGE_SIZE
+            slot = k.pte_slot(va)
+            if slot is None:
+                raise ModelError(f"pvbug=batch-hv-write: no PTE page for {va:#x} in the"
+                                 " current tables (hypervisor PTE page A is not linked)")
+            self.hyp.mmu_update(slot, val)
 
     def check_kernel_write(self, k: "Kernel", pa: int, what: str) -> None:
         # The kernel writes boot pages through its own mapping, which under Xen is only
@@ -643,6 +692,9 @@ class XenBackend:
 
     def hypervisor_flags(self) -> list[Violation]:
         return list(self.hyp.flags) if self.hyp else []
+
+    def hypercall_counts(self) -> tuple[int, int]:
+        return (self.hyp.mmu_updates, self.hyp.pins) if self.hyp else (0, 0)
 
 
 BACKENDS: dict[str, Callable[[], ParavirtBackend]] = {"native": NativeBackend, "xen": XenBackend}
@@ -1060,13 +1112,15 @@ def predict(before: Snapshot, config: KernelConfig, image: KernelImage) -> Predi
         # The run-time protections must be the ones the layout announces to the checks.
         assert k.page_kernel & k.supported_pte_mask == layout.prot_kernel
         assert k.page_kernel_exec & k.supported_pte_mask == layout.prot_kernel_exec
+    mmu_updates, pins = backend.hypercall_counts()
     return Prediction(
         config=config, layout=layout,
         cpu=CpuState(cr0=k.cr0, cr3=k.cr3, cr4=k.cr4, efer=k.efer),
         memory=k.mem, allocations=list(k.allocations), hook_log=list(k.hook_log),
         cursor_after=k.cursor, roles=dict(k.roles), direct_map_end_pfn=k.direct_map_end_pfn,
         pkmap_page_table=k.pkmap_page_table, hypervisor_tables=backend.hypervisor_tables(),
-        hypervisor_flags=backend.hypervisor_flags(), bug=bug)
+        hypervisor_flags=backend.hypervisor_flags(), mmu_updates=mmu_updates, pins=pins,
+        bug=bug)
 
 
 def _check_cursor_outside_image(cursor: int, image: KernelImage) -> None:
