@@ -115,6 +115,35 @@ static void setup_memory(const struct boot_options *opts)
 	}
 }
 
+/*
+ * poison=: every u32 of the free pages [boot_alloc_start, init_map_end) and
+ * (natively) every zero u32 of swapper_pg_dir past the 32 bytes a PAE build
+ * turns into its PDPT. The boot allocator must still hand out zeroed pages;
+ * code that takes "not all zero" for "present" now finds junk. Returns the
+ * table words poisoned.
+ */
+static u32 poison_boot_memory(u32 pattern)
+{
+	u32 words = 0;
+	/* Natively through head.S's identity mapping, which covers all of
+	 * pg0's reach; under pv=xen through the hypervisor's PAGE_OFFSET one. */
+	for (unsigned long pa = boot_alloc_start; pa < init_map_end; pa += PAGE_SIZE) {
+		u32 *p = xen_start_info ? (u32 *)__va(pa) : (u32 *)pa;
+		for (unsigned i = 0; i < PAGE_SIZE / 4; i++)
+			p[i] = pattern;
+	}
+	if (!xen_start_info) {
+		u32 *pgd = (u32 *)swapper_pg_dir;
+		for (unsigned i = 32 / 4; i < PAGE_SIZE / 4; i++) {
+			if (!pgd[i]) {
+				pgd[i] = pattern;
+				words++;
+			}
+		}
+	}
+	return words;
+}
+
 static void print_banner(void)
 {
 	/* ELF note: namesz, descsz, type, "GNU\0", then the id bytes. */
@@ -181,7 +210,7 @@ void __noreturn start_kernel(void)
 		guest_exit(GUEST_EXIT_BAD_CMDLINE);
 	/* The hypervisor builds the domain and enters it at xen_start_kernel. */
 	if (!strcmp(opts->pv_backend, "xen"))
-		hyp_start_domain();
+		hyp_start_domain(opts->poison);
 	if (paravirt_select(opts->pv_backend)) {
 		printk("cmdline error word=\"pv=%s\" reason=\"unknown paravirt backend\"\n",
 		       opts->pv_backend);
@@ -209,6 +238,7 @@ void __noreturn setup_arch(void)
 
 	setup_memory(opts);
 	bootmem_init(init_pg_tables_end, init_map_end);
+	u32 poisoned = opts->poison ? poison_boot_memory(opts->poison) : 0;
 	/* pg0_pages: head.S's tables, which are no part of a pv=xen domain's. */
 	printk("boot init_pg_tables_end=0x%08lx init_map_end=0x%08lx pg0_pages=%lu "
 	       "boot_alloc_start=0x%08lx init_end=0x%08lx\n",
@@ -221,6 +251,9 @@ void __noreturn setup_arch(void)
 	       FIXADDR_TOP, __VMALLOC_RESERVE, (u32)__end_of_fixed_addresses, (u32)FIX_KMAP_BEGIN,
 	       PKMAP_BASE);
 	printk("pv backend=%s\n", paravirt_ops.name);
+	if (opts->poison)
+		printk("poison pattern=0x%08x pages=%lu entries=%u\n", opts->poison,
+		       (init_map_end - boot_alloc_start) >> PAGE_SHIFT, poisoned + hyp_poisoned_entries);
 
 	if (opts->hang == HANG_EARLY)
 		hang("early");

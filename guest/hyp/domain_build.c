@@ -29,6 +29,7 @@
 #define HYP_PDPT_ENTRY 0x001
 
 struct hyp_domain hyp_domain;
+u32 hyp_poisoned_entries;
 
 static pteval_t *frame(u32 pfn)
 {
@@ -173,6 +174,32 @@ static void build_tables(void)
 #endif
 }
 
+/* Empty entries of table t below index end become the pattern, so that a
+ * kernel which takes "not all zero" for "present" trips over them. */
+static void poison_entries(pteval_t *t, unsigned end, u32 pattern)
+{
+	for (unsigned i = 0; i < end; i++) {
+		if (!(t[i] & _PAGE_PRESENT)) {
+			t[i] = pattern;
+			hyp_poisoned_entries++;
+		}
+	}
+}
+
+/* poison=: the directory below the area (never the PDPT), then the PTE
+ * pages of the kernel mapping (never A or B). */
+static void poison_tables(u32 pattern)
+{
+	const struct hyp_domain *d = &hyp_domain;
+#ifdef CONFIG_X86_PAE
+	poison_entries(frame(d->kernel_pmd_pfn), HYP_AREA_FIRST, pattern);
+#else
+	poison_entries(frame(d->pt_base_pfn), HYP_AREA_FIRST, pattern);
+#endif
+	for (u32 pfn = d->kernel_pte_pfn; pfn < d->tables_end_pfn; pfn++)
+		poison_entries(frame(pfn), HYP_ENTRIES, pattern);
+}
+
 static struct start_info *fill_start_info(void)
 {
 	const struct hyp_domain *d = &hyp_domain;
@@ -208,7 +235,7 @@ static void switch_to_domain_tables(void)
 	write_cr0(read_cr0() | X86_CR0_WP);
 }
 
-void __noreturn hyp_start_domain(void)
+void __noreturn hyp_start_domain(u32 poison)
 {
 	struct hyp_domain *d = &hyp_domain;
 
@@ -220,6 +247,8 @@ void __noreturn hyp_start_domain(void)
 	d->nr_pages = ram_pages();
 	place_frames();
 	build_tables();
+	if (poison)
+		poison_tables(poison);
 	struct start_info *si = fill_start_info();
 	printk("xen hypervisor hvs=0x%08lx nr_pages=0x%x start_info=0x%08x shared_info=0x%08x "
 	       "area_pte=0x%08x,0x%08x pt_base=0x%08x nr_pt_frames=%u xen_map_end=0x%08lx "

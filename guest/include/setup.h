@@ -21,6 +21,7 @@ struct boot_options {
 	bool have_fault;
 	unsigned long fault_addr; /* fault= */
 	enum { HANG_NONE, HANG_EARLY, HANG_LATE } hang; /* hang=: a guest that never ends */
+	u32 poison; /* poison=: junk for free pages and empty table entries (0: none) */
 };
 
 /* The parsed command line, kept for the rest of the boot. */

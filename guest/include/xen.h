@@ -67,8 +67,11 @@ void hyp_pin(u32 pfn);
 void hyp_invlpg(unsigned long va);
 
 /* The hypervisor stage's entry (start_kernel calls it for pv=xen) and the
- * domain's entry it ends in. */
-void __noreturn hyp_start_domain(void);
+ * domain's entry it ends in. poison: the poison= pattern (0: none), which the
+ * hypervisor writes into the empty entries of the tables it builds. */
+void __noreturn hyp_start_domain(u32 poison);
+/* How many entries it poisoned, for the kernel's poison log line. */
+extern u32 hyp_poisoned_entries;
 void __noreturn xen_start_kernel(struct start_info *si);
 
 #endif

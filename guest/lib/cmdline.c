@@ -143,6 +143,11 @@ static int parse_word(const char *word, struct boot_options *opts)
 			opts->hang = HANG_LATE;
 		else
 			return bad(word, "hang= takes early or late");
+	} else if (KEY("poison")) {
+		/* Bit 0 clear: junk that is never a present entry. */
+		if (parse_number(val, 16, &v, &end) || *end || v > 0xffffffffULL || !v || (v & 1))
+			return bad(word, "poison= needs a non-zero 32-bit hex pattern with bit 0 clear");
+		opts->poison = (u32)v;
 	} else if (KEY("fault")) {
 		if (parse_number(val, 16, &v, &end) || *end || v > 0xffffffffULL)
 			return bad(word, "fault= needs a 32-bit hex address");

@@ -345,6 +345,66 @@ def test_unknown_mutant_is_a_make_error(tmp_path):
     assert "unknown MUTANT 'no-such-bug'" in r.stderr and "boot-pde-flags" in r.stderr, r.stderr
 
 
+# --- poison= (docs/guest-contract.md "poison=") -----------------------------------------
+
+POISON = 0xA5A5A5A4
+# swapper_pg_dir has 1024 u32 words; the first 8 (the PAE PDPT's bytes) are left
+# alone, and head.S's PAGE_OFFSET PDEs (768 + i, one per pg0 page) are not zero.
+SWAPPER_WORDS_PAST_PDPT = 1024 - 8
+
+
+@pytest.mark.parametrize("variant,pse", [
+    pytest.param(v, pse, id=f"{v}-pse-{onoff(pse)}")
+    for v in ("nopae-patched", "pae-patched") for pse in (True, False)])
+def test_poison_is_accepted_and_logged(tmp_path, variant, pse):
+    b = boot(tmp_path, variant, cpu(pse=pse), append=f"poison={POISON:#x}")
+    assert_passed(b)  # the allocator still hands out zeroed pages
+    poison = b.event("poison")
+    free = (b.number("boot", "init_map_end") - b.number("boot", "boot_alloc_start")) // 4096
+    assert int(poison["pattern"], 0) == POISON, b.context()
+    assert int(poison["pages"]) == free, b.context()
+    assert int(poison["entries"]) == SWAPPER_WORDS_PAST_PDPT - b.number("boot", "pg0_pages"), \
+        b.context()
+    _, max_low_pfn = expected_lowmem(b, 128 * MiB)
+    assert b.number("paging_init done", "alloc_pt") == \
+        expected_alloc_pt(b, variant in PAE, pse, max_low_pfn), b.context()
+
+
+# What 2.6.21's pmd_none makes of the junk (docs/guest.md "Poison and the pre-patch
+# builds"): non-PAE with PSE the fixmap and pkmap PDEs stay junk (the self-check
+# finds them); without PSE a junk PDE is taken for a pte table at __va(junk), which
+# with this pattern is user space: the first pte store faults. PAE's pmd page is a
+# fresh zeroed one: no junk reaches the tables.
+@pytest.mark.parametrize("variant,pse,status", [
+    pytest.param("nopae-prepatch", True, SELFCHECK_FAILED, id="nopae-prepatch-pse-on"),
+    pytest.param("nopae-prepatch", False, EXCEPTION, id="nopae-prepatch-pse-off"),
+    pytest.param("pae-prepatch", True, PASS, id="pae-prepatch-pse-on"),
+    pytest.param("pae-prepatch", False, PASS, id="pae-prepatch-pse-off"),
+])
+def test_poison_and_the_prepatch_builds(tmp_path, variant, pse, status):
+    b = boot(tmp_path, variant, cpu(pse=pse), append=f"poison={POISON:#x}")
+    assert b.status == status, b.context()
+    if status == SELFCHECK_FAILED:
+        err = b.event("selfcheck error")
+        assert err["level"] == "pgd" and int(err["entry"], 0) == POISON, b.context()
+    elif status == EXCEPTION:
+        exc = b.event("exception")
+        assert exc["vector"] == "14" and int(exc["cr2"], 0) == \
+            ((POISON & ~0xFFF) + 0xC0000000) & 0xFFFFFFFF, b.context()  # __va(junk)
+    else:
+        assert_passed(b)
+
+
+@pytest.mark.parametrize("value", ["0", "0x0", "0xa5a5a5a5", "1", "0xwxyz", "poison",
+                                   "0x1a5a5a5a4"])
+def test_bad_poison_is_refused(tmp_path, value):
+    b = boot(tmp_path, "nopae-patched", append=f"poison={value}")
+    assert_exit(b, BAD_CMDLINE, "exit code=4 bad-cmdline")
+    err = b.event("cmdline error")
+    assert err["word"] == f"poison={value}" and "bit 0 clear" in err["reason"], b.context()
+    assert "pagetable_init" not in b.log, b.context()
+
+
 def test_mem_below_boot_mapping_is_refused(tmp_path):
     # A PAE build's head.S maps 12 MiB; lowmem must cover it.
     b = boot(tmp_path, "pae-patched", append="mem=8M")

@@ -334,6 +334,40 @@ def test_writable_pt_mutant_is_recorded(tmp_path, variant):
     assert err["problem"] == "page-table page writable", b.context()
 
 
+# --- poison= under pv=xen ------------------------------------------------------------------
+
+POISON = 0xA5A5A5A4
+
+
+@pytest.mark.parametrize("variant,size", [
+    pytest.param(v, size, id=f"{v}-{size}")
+    for v in ("nopae-patched", "pae-patched") for size in ("16M", "128M")])
+def test_poison_under_xen(tmp_path, variant, size):
+    """The hypervisor poisons the empty entries of its directory below the area
+    and of its kernel-mapping PTE pages; the kernel the free pages. The patched
+    kernel still passes, and the pin finds the area as built."""
+    m = mode_of(variant)
+    b = xen_boot(tmp_path, variant, size, append=f"poison={POISON:#x}")
+    assert_passed(b)
+    assert violations(b) == (0, []), b.context()
+    lay = expected_layout(b, size_bytes(size))
+    empty_ptes = lay.kernel_ptes * m.entries - lay.map_end // PAGE  # past xen_map_end
+    poison = b.event("poison")
+    assert int(poison["pattern"], 0) == POISON, b.context()
+    assert int(poison["pages"]) == (lay.map_end - lay.tables_end) // PAGE, b.context()
+    assert int(poison["entries"]) == m.area_first - lay.kernel_ptes + empty_ptes, b.context()
+
+
+def test_poison_prepatch_nopae_under_xen_faults(tmp_path):
+    """2.6.21's pmd_none takes a poisoned PGD entry for a PTE page at __va(junk)."""
+    b = xen_boot(tmp_path, "nopae-prepatch", append=f"poison={POISON:#x}")
+    assert_exit(b, EXCEPTION, "exit code=2 exception")
+    exc = b.event("exception")
+    assert exc["vector"] == "14" and int(exc["cr2"], 0) == \
+        ((POISON & ~0xFFF) + PAGE_OFFSET) & 0xFFFFFFFF, b.context()
+    assert violations(b) == (0, []), b.context()
+
+
 # --- The command line and the exception path --------------------------------------------
 
 @pytest.mark.parametrize("variant,append,word", [
