@@ -396,8 +396,11 @@ def model_from_spec_start(s: Scenario, opt: RunOptions, image: elf.KernelImage,
     """The boot stage differs from the spec: predict again from the spec's own
     start state, so that what the wrong start changed in the final tables (a
     reused table's flags, one allocation more) shows as a model mismatch too."""
-    start = replace(spec_before, guest={**spec_before.guest,
-                                        "hook_log": (before.guest or {}).get("hook_log") or []})
+    recorded = before.guest or {}
+    # What the firmware reported and the hooks called before pagetable_init are
+    # inputs, not part of the boot stage under test.
+    inputs = {k: recorded[k] for k in ("mb_mem_upper", "hook_log") if k in recorded}
+    start = replace(spec_before, guest={**spec_before.guest, **inputs})
     pred, error = predict(s, opt, image, start)
     if pred is None or pred.bug:
         return [checks.Finding("model", "spec-start", "a prediction from the spec's start state",

@@ -239,13 +239,9 @@ def _build() -> dict[str, Scenario]:
     # Bounds on and next to a PMD boundary (computed from the geometry), both modes.
     quick_bounds = {(False, "bootstart"), (True, "fixstart"), (False, "pkmap"), (True, "top")}
     for pae in (False, True):
-        seen: set[int] = set()  # neighbouring bounds share values: run each once
-        for offset, name in ((0, "pmd"), (1, "pmd-above"), (-1, "pmd-below")):
-            for bound in _bound_pages(pae):
+        for bound in _bound_pages(pae):
+            for offset, name in ((0, "pmd"), (1, "pmd-above"), (-1, "pmd-below")):
                 r = boundary_reservetop(pae, bound, offset)
-                if r in seen:
-                    continue
-                seen.add(r)
                 out.append(_native(pae, True, True, pae, 128 * MiB,
                                    cmdline=(f"reservetop={r >> 10}K",),
                                    extra=f"{bound}-{name}",
