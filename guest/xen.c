@@ -19,8 +19,13 @@
 
 struct start_info *xen_start_info;
 
-/* pvbug=writable-pt: alloc_pt leaves the first PTE page it gets writable. */
-static bool bug_writable_pt;
+/* pvbug= (docs/xen.md), each a one-shot bug of this backend:
+ *   writable-pt     alloc_pt leaves the first PTE page it gets writable
+ *   writable-root   setup_start does not make swapper_pg_dir read-only
+ *   unannounced-pt  alloc_pt does not announce the first PTE page it gets
+ *   batch-hv-write  the first setup-time set_pte also queues a write into
+ *                   the hypervisor's PTE page A */
+static bool bug_writable_pt, bug_writable_root, bug_unannounced_pt, bug_batch_hv_write;
 
 /*
  * Setup-time set_pte calls are queued and sent as one batch (Xen's kernels
@@ -68,7 +73,12 @@ static void make_lowmem_page_readonly(unsigned long pa)
 static void xen_alloc_pt(u32 pfn)
 {
 	xen_mc_flush();
-	hyp_announce(pfn, HYP_TABLE_PTE);
+	if (bug_unannounced_pt) {
+		bug_unannounced_pt = false;
+		printk("xen pvbug unannounced-pt pfn=0x%x\n", pfn);
+	} else {
+		hyp_announce(pfn, HYP_TABLE_PTE);
+	}
 	if (bug_writable_pt) {
 		bug_writable_pt = false;
 		printk("xen pvbug writable-pt pfn=0x%x\n", pfn);
@@ -93,6 +103,16 @@ static void xen_set_pte_init(pte_t *ptep, pte_t pte)
 	if (old & _PAGE_PRESENT)
 		v = (v & ~(pteval_t)_PAGE_RW) | (old & _PAGE_RW);
 	xen_mc_queue(ptep, v);
+	if (bug_batch_hv_write) {
+		/* The same value into entry 2 of PTE page A (VA HVS + 2 pages). */
+		pte_t *a = lookup_address((pgd_t *)__va(read_cr3() & PAGE_MASK),
+					  HYPERVISOR_VIRT_START + 2 * PAGE_SIZE);
+		BUG_ON(!a);
+		bug_batch_hv_write = false;
+		printk("xen pvbug batch-hv-write entry=%p value=0x%llx\n", (void *)a,
+		       (unsigned long long)v);
+		xen_mc_queue(a, v);
+	}
 }
 
 static void xen_set_pte(pte_t *ptep, pte_t pte)
@@ -141,7 +161,10 @@ static void xen_pagetable_setup_start(pgd_t *base)
 	memcpy(base, old, PAGE_SIZE); /* base is not a table yet: still writable */
 #endif
 	make_lowmem_page_readonly(__pa(empty_zero_page));
-	make_lowmem_page_readonly(__pa(base));
+	if (bug_writable_root)
+		printk("xen pvbug writable-root pfn=0x%lx\n", __pa(base) >> PAGE_SHIFT);
+	else
+		make_lowmem_page_readonly(__pa(base));
 	hyp_new_baseptr(__pa(base));
 }
 
@@ -222,6 +245,9 @@ void __noreturn xen_start_kernel(struct start_info *si)
 
 	paravirt_select("xen");
 	bug_writable_pt = boot_options.pvbug == PVBUG_WRITABLE_PT;
+	bug_writable_root = boot_options.pvbug == PVBUG_WRITABLE_ROOT;
+	bug_unannounced_pt = boot_options.pvbug == PVBUG_UNANNOUNCED_PT;
+	bug_batch_hv_write = boot_options.pvbug == PVBUG_BATCH_HV_WRITE;
 	reserve_top_address(si->reserve_top);
 	/* Xen hides PSE and PGE from PV guests: the kernel's CPUID never shows them. */
 	cpuid_leaf1_edx_mask &= ~((1u << X86_FEATURE_PSE_BIT) | (1u << X86_FEATURE_PGE_BIT));

@@ -17,7 +17,10 @@ struct boot_options {
 	unsigned long reservetop; /* reservetop= */
 	enum { NOEXEC_DEFAULT, NOEXEC_ON, NOEXEC_OFF } noexec; /* noexec= */
 	char pv_backend[32];      /* pv=, "native" unless given */
-	enum { PVBUG_NONE, PVBUG_WRITABLE_PT } pvbug; /* pvbug= (pv=xen only) */
+	enum {
+		PVBUG_NONE, PVBUG_WRITABLE_PT, PVBUG_WRITABLE_ROOT, PVBUG_UNANNOUNCED_PT,
+		PVBUG_BATCH_HV_WRITE,
+	} pvbug; /* pvbug= (pv=xen only, docs/xen.md) */
 	bool have_fault;
 	unsigned long fault_addr; /* fault= */
 	enum { HANG_NONE, HANG_EARLY, HANG_LATE } hang; /* hang=: a guest that never ends */

@@ -133,9 +133,17 @@ static int parse_word(const char *word, struct boot_options *opts)
 			return bad(word, "pv= needs a backend name");
 		memcpy(opts->pv_backend, val, strlen(val) + 1); /* checked against the backends later */
 	} else if (KEY("pvbug")) {
-		if (strcmp(val, "writable-pt"))
-			return bad(word, "pvbug= takes writable-pt");
-		opts->pvbug = PVBUG_WRITABLE_PT;
+		if (!strcmp(val, "writable-pt"))
+			opts->pvbug = PVBUG_WRITABLE_PT;
+		else if (!strcmp(val, "writable-root"))
+			opts->pvbug = PVBUG_WRITABLE_ROOT;
+		else if (!strcmp(val, "unannounced-pt"))
+			opts->pvbug = PVBUG_UNANNOUNCED_PT;
+		else if (!strcmp(val, "batch-hv-write"))
+			opts->pvbug = PVBUG_BATCH_HV_WRITE;
+		else
+			return bad(word, "pvbug= takes writable-pt, writable-root, unannounced-pt or "
+					 "batch-hv-write");
 	} else if (KEY("hang")) {
 		if (!strcmp(val, "early"))
 			opts->hang = HANG_EARLY;

@@ -334,6 +334,67 @@ def test_writable_pt_mutant_is_recorded(tmp_path, variant):
     assert err["problem"] == "page-table page writable", b.context()
 
 
+# --- More backend bugs: the records each must produce (docs/xen.md "Mutants") ------------
+
+def first_alloc_pt_link(b: Boot, variant: str, lay: Layout) -> tuple[int, int, int, int]:
+    """The first PTE page alloc_pt gets and where it is linked: (page, entry_pa, value, va).
+    It is lowmem's first pmd past the hypervisor's PTE pages; PAE's directory is the
+    kernel's copy of the slot-3 pmd (the first boot page), non-PAE swapper_pg_dir."""
+    m = mode_of(variant)
+    pae = m is PAE
+    alloc_start = b.number("boot", "boot_alloc_start")
+    page = alloc_start + (PAGE if pae else 0)
+    directory = alloc_start if pae else symbol(variant, "swapper_pg_dir") - PAGE_OFFSET
+    index = lay.kernel_ptes + (0 if pae else 768)
+    return page, directory + index * (8 if pae else 4), page | 0x067, \
+        PAGE_OFFSET + lay.kernel_ptes * m.chunk
+
+
+@pytest.mark.parametrize("variant", ("nopae-patched", "pae-patched"))
+@pytest.mark.parametrize("bug", ("writable-root", "unannounced-pt", "batch-hv-write"))
+def test_pvbug_records(tmp_path, variant, bug):
+    m = mode_of(variant)
+    esize = 4 if m is NOPAE else 8
+    b = xen_boot(tmp_path, variant, append=f"pvbug={bug}")
+    lay = expected_layout(b, 128 * MiB)
+    count, shown = violations(b)
+    for rec in shown:
+        del rec["n"]
+    if bug == "writable-root":
+        # swapper_pg_dir stays writable: its leaf (rewritten, batched, by
+        # kernel_physical_mapping_init in the first kernel PTE page; __init_end is
+        # kernel text, so no NX) and again at pin time. The self-check sees it too.
+        swapper = symbol(variant, "swapper_pg_dir") - PAGE_OFFSET
+        assert b.number("xen pvbug writable-root", "pfn") == swapper // PAGE, b.context()
+        first_kernel_pte = lay.pt_base + m.dir_frames * PAGE
+        leaf = {"kind": WRITABLE_TABLE, "name": "WRITABLE_TABLE", "value": swapper | 0x063,
+                "frame": swapper, "va": PAGE_OFFSET + swapper}
+        assert (count, shown) == (2, [
+            leaf | {"entry_pa": first_kernel_pte + (swapper // PAGE) * esize},
+            leaf | {"entry_pa": 0}]), b.context()
+        assert_exit(b, SELFCHECK_FAILED, "exit code=1 selfcheck-failed")
+        err = b.event("selfcheck error")
+        assert int(err["va"], 0) == PAGE_OFFSET + swapper, b.context()
+    elif bug == "unannounced-pt":
+        # Linked before the hypervisor knows it is a table: kind 3 at the link.
+        # It is read-only, so the pin finds nothing.
+        page, entry_pa, value, va = first_alloc_pt_link(b, variant, lay)
+        assert b.number("xen pvbug unannounced-pt", "pfn") == page // PAGE, b.context()
+        assert (count, shown) == (1, [{"kind": UNANNOUNCED_TABLE, "name": "UNANNOUNCED_TABLE",
+                                       "entry_pa": entry_pa, "value": value, "frame": page,
+                                       "va": va}]), b.context()
+        assert_exit(b, PASS, "exit code=0 pass")
+    else:
+        # The first set_pte's value (pfn 0, kernel text: 0x063) also goes to entry 2
+        # of PTE page A, through the batch: kind 2 at the update, kind 2 at pin.
+        a = lay.area_pte[0]
+        assert b.number("xen pvbug batch-hv-write", "value") == 0x063, b.context()
+        rec = {"kind": HYP_AREA_WRITE, "name": "HYP_AREA_WRITE", "entry_pa": a + 2 * esize,
+               "value": 0x063, "frame": a, "va": m.hvs + 2 * PAGE}
+        assert (count, shown) == (2, [rec, rec]), b.context()
+        assert_exit(b, PASS, "exit code=0 pass")
+
+
 # --- poison= under pv=xen ------------------------------------------------------------------
 
 POISON = 0xA5A5A5A4
@@ -375,6 +436,12 @@ def test_poison_prepatch_nopae_under_xen_faults(tmp_path):
     pytest.param("nopae-patched", "reservetop=16M pv=xen", "reservetop=16M", id="reservetop-first"),
     pytest.param("pae-patched", "pvbug=writable-pt", "pvbug=writable-pt", id="pvbug-without-xen"),
     pytest.param("pae-patched", "pv=xen pvbug=readonly", "pvbug=readonly", id="pvbug-unknown"),
+    pytest.param("nopae-patched", "pvbug=writable-root", "pvbug=writable-root",
+                 id="writable-root-without-xen"),
+    pytest.param("pae-patched", "pv=native pvbug=unannounced-pt", "pvbug=unannounced-pt",
+                 id="unannounced-pt-native"),
+    pytest.param("pae-patched", "pvbug=batch-hv-write", "pvbug=batch-hv-write",
+                 id="batch-hv-write-without-xen"),
 ])
 def test_bad_xen_command_line(tmp_path, variant, append, word):
     b = boot(tmp_path, variant, append=append)
