@@ -41,9 +41,13 @@ struct hyp_domain {
 	u32 kernel_pte_pfn;    /* first PTE page of the kernel mapping */
 	u32 tables_end_pfn;    /* end of the run: the last kernel PTE page + 1 */
 	unsigned long map_end; /* xen_map_end: [0, map_end) is mapped at PAGE_OFFSET */
-	u32 mmu_updates;       /* entries updated by hypercall, for the log */
 };
 extern struct hyp_domain hyp_domain;
+
+/* What the harness reads (docs/xen.md): every hyp_mmu_update since the domain
+ * started, performed or refused, a batch counting one per entry; every hyp_pin. */
+extern u32 hyp_mmu_update_count;
+extern u32 hyp_pin_count;
 
 /* The violation record the harness reads (docs/xen.md). */
 enum hyp_violation_kind {

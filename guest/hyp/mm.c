@@ -15,6 +15,8 @@
 
 struct hyp_violation hyp_violations[HYP_VIOLATIONS_MAX];
 u32 hyp_violation_count;
+u32 hyp_mmu_update_count;
+u32 hyp_pin_count;
 
 #ifdef CONFIG_X86_PAE
 #define HYP_ROOT_TYPE HYP_FRAME_L3
@@ -294,7 +296,7 @@ static bool update_entry(void *entry_va, u64 value)
 	pteval_t leaf;
 	u64 pa;
 
-	hyp_domain.mmu_updates++;
+	hyp_mmu_update_count++;
 	if ((va & (sizeof(pteval_t) - 1)) || !walk(va, &leaf, &pa) || pa >> 32)
 		crash_domain("mmu_update of an entry that is not mapped", va);
 	if (sizeof(pteval_t) == 4 && value >> 32)
@@ -327,7 +329,7 @@ unsigned hyp_mmu_update_batch(const struct mmu_update *req, unsigned count)
 	unsigned long cr0 = write_protect_off();
 #ifdef MUTANT_AUDIT_NO_BATCH
 	/* mutant: the batch is trusted, counted and stored as it comes */
-	for (unsigned i = 0; i < count; i++, hyp_domain.mmu_updates++)
+	for (unsigned i = 0; i < count; i++, hyp_mmu_update_count++)
 		store_entry(req[i].ptr, req[i].val);
 #else
 	for (unsigned i = 0; i < count; i++)
@@ -417,6 +419,7 @@ static void pin_check_area(u32 dir, u32 dir_va)
 
 void hyp_pin(u32 pfn)
 {
+	hyp_pin_count++;
 	const pteval_t *root = table(pfn);
 	if (!root || hyp_frame_type(pfn) != HYP_ROOT_TYPE)
 		crash_domain("pin of a frame that is not a root", (u64)pfn << PAGE_SHIFT);
@@ -469,7 +472,7 @@ static void report(void)
 {
 	u32 n = hyp_violation_count;
 	u32 shown = n < HYP_REPORT_LINES ? n : HYP_REPORT_LINES;
-	printk("xen violations count=%u shown=%u mmu_updates=%u\n", n, shown, hyp_domain.mmu_updates);
+	printk("xen violations count=%u shown=%u mmu_updates=%u\n", n, shown, hyp_mmu_update_count);
 	for (u32 i = 0; i < shown; i++) {
 		const struct hyp_violation *v = &hyp_violations[i];
 		printk("xen violation n=%u kind=%u name=%s entry_pa=0x%08x value=0x%llx frame=0x%08x "

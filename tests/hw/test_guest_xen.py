@@ -395,6 +395,28 @@ def test_pvbug_records(tmp_path, variant, bug):
         assert_exit(b, PASS, "exit code=0 pass")
 
 
+# --- The hypervisor's counters (docs/xen.md "What the harness reads") ---------------------
+
+@pytest.mark.parametrize("variant", ("nopae-patched", "pae-patched"))
+def test_hypervisor_counters(tmp_path, variant):
+    """hyp_mmu_update_count and hyp_pin_count are u32s in the bss; the log's
+    mmu_updates= is the former. writable-pt skips exactly one hypercall (the
+    make-read-only of that page), batch-hv-write adds exactly one entry."""
+    with open(GUEST / "build" / variant / "kernel.elf", "rb") as f:
+        elf = ELFFile(f)
+        bss = elf.get_section_by_name(".bss")
+        for name in ("hyp_mmu_update_count", "hyp_pin_count"):
+            sym = elf.get_section_by_name(".symtab").get_symbol_by_name(name)[0]
+            assert sym["st_size"] == 4 and sym["st_info"]["bind"] == "STB_GLOBAL", name
+            assert bss["sh_addr"] <= sym["st_value"] < bss["sh_addr"] + bss["sh_size"], name
+    updates = {}
+    for bug in ("", "writable-pt", "batch-hv-write"):
+        b = xen_boot(tmp_path, variant, append=f"pvbug={bug}" if bug else "")
+        updates[bug] = b.number("xen violations", "mmu_updates")
+    assert updates["writable-pt"] == updates[""] - 1, updates
+    assert updates["batch-hv-write"] == updates[""] + 1, updates
+
+
 # --- poison= under pv=xen ------------------------------------------------------------------
 
 POISON = 0xA5A5A5A4
