@@ -663,6 +663,7 @@ class XenBackend:
         if self.runtime:
             self.hyp.mmu_update(addr, val)
             return
+        k.check_reachable(addr, "set_pte")  # a pointer derived from junk faults here
         old = k.load(addr)
         if old & x86.PRESENT:  # the early rule: a present entry keeps its RW bit
             val = (val & ~x86.RW) | (old & x86.RW)
@@ -742,7 +743,9 @@ class Kernel:
         cpu = before.cpu
         self.cr0, self.cr3, self.cr4, self.efer = cpu.cr0, cpu.cr3, cpu.cr4, cpu.efer
         self.mem = before.memory()
-        self.pages_in_use = frozenset(self.mem.pages)  # the before tables: never handed out
+        # The live boot tables are never handed out; any other page the before-state
+        # holds (a stale table, junk) the allocator may take, and zeroes.
+        self.pages_in_use = _live_tables(self.mem, cpu)
         self.lowmem_end = layout.max_low_pfn << x86.PAGE_SHIFT
         self.supported_pte_mask = MASK32 if not config.pae else ((1 << 64) - 1) & ~x86.NX
         # __PAGE_KERNEL / __PAGE_KERNEL_EXEC before pagetable_init ORs in GLOBAL.
@@ -756,7 +759,7 @@ class Kernel:
         self.pkmap_page_table = 0
 
     # -- memory ------------------------------------------------------------------------------
-    def _check_reachable(self, addr: int, what: str) -> None:
+    def check_reachable(self, addr: int, what: str) -> None:
         # The kernel reaches tables through __va(): only lowmem is there.
         if addr + self.es > self.lowmem_end:
             raise WildTablePointer(
@@ -772,17 +775,17 @@ class Kernel:
         return int.from_bytes(page[off:off + self.es], "little")
 
     def load(self, addr: int) -> int:
-        self._check_reachable(addr, "table entry read")
+        self.check_reachable(addr, "table entry read")
         return self.peek(addr)
 
     def store(self, addr: int, val: int) -> None:
-        self._check_reachable(addr, "table entry write")
+        self.check_reachable(addr, "table entry write")
         self.mem.write_entry(addr, self.es, val)
 
     def copy_page(self, src: int, dst: int) -> None:
         """memcpy of one page through __va()."""
-        self._check_reachable(src, "page copy source")
-        self._check_reachable(dst, "page copy destination")
+        self.check_reachable(src, "page copy source")
+        self.check_reachable(dst, "page copy destination")
         self.backend.check_kernel_write(self, dst, "a page copy")
         self.mem.pages[dst] = bytearray(self.mem.pages.get(src, bytes(x86.PAGE_SIZE)))
 
@@ -825,7 +828,7 @@ class Kernel:
         that is plain stores, written as one slice: 896 MiB of 4 KiB pages is
         229376 of them, too many to go through every layer one by one."""
         if isinstance(self.backend, NativeBackend) and values:
-            self._check_reachable(addr, "table entry write")  # one page: the first decides
+            self.check_reachable(addr, "table entry write")  # one page: the first decides
             page = self.mem.page(addr)
             off = addr & (x86.PAGE_SIZE - 1)
             struct.pack_into(f"<{len(values)}{'Q' if self.es == 8 else 'I'}", page, off, *values)
@@ -881,12 +884,25 @@ class Kernel:
         return self.layout.is_kernel_text(addr)
 
     def set_fixmap(self, idx: int, phys: int, prot: int) -> None:
-        """__set_fixmap: set_pte_pfn on __fix_to_virt(idx) in swapper_pg_dir."""
+        """__set_fixmap: set_pte_pfn on __fix_to_virt(idx) in swapper_pg_dir.
+
+        The kernel goes down by the entries' address bits and only an empty (none)
+        entry stops it, so a non-present junk pmd entry gives a derived pte pointer
+        and the store through it is what fails (WildTablePointer outside lowmem)."""
+        g, es = self.g, self.es
         va = self.layout.fix_to_virt(idx)
-        slot = self.pte_slot(va, self.layout.swapper_pg_dir)
-        if slot is None:
+        pmd = self.layout.swapper_pg_dir + g.pgd_index(va) * es
+        if g.ptrs_per_pmd > 1:
+            pgd_val = self.load(pmd)
+            if self.pmd_none(pgd_val):
+                raise ModelError(f"set_fixmap({idx}): no pmd table for {va:#x} in"
+                                 " swapper_pg_dir; the kernel would BUG")
+            pmd = (pgd_val & PAGE_MASK) + g.pmd_index(va) * es
+        val = self.load(pmd)
+        if self.pmd_none(val):
             raise ModelError(f"set_fixmap({idx}): no page table for {va:#x} in swapper_pg_dir;"
                              " the kernel would BUG")
+        slot = (val & PAGE_MASK) + g.pte_index(va) * es  # pte_offset_kernel: derived only
         self.set_pte(slot, self.pfn_pte(phys >> x86.PAGE_SHIFT, prot))
 
     @staticmethod
@@ -1070,6 +1086,33 @@ class Kernel:
             self.set_in_cr4(x86.CR4_PAE)  # the CPU now loads the PDPT from swapper_pg_dir
         # __flush_tlb_all() toggles CR4.PGE (or reloads CR3): no net register change.
         # kmap_init() only looks up the kmap pte: no table changes.
+
+
+def _live_tables(mem: ImageMemory, cpu: CpuState) -> frozenset[int]:
+    """The table frames reachable from the before-state's CR3 through present entries."""
+    def entries(table: int, size: int, count: int) -> tuple[int, ...]:
+        page = mem.pages.get(table & PAGE_MASK)
+        if page is None:
+            return ()
+        off = table & (x86.PAGE_SIZE - 1)
+        return struct.unpack_from(f"<{count}{'Q' if size == 8 else 'I'}", page, off)
+
+    if not cpu.paging:
+        return frozenset(mem.pages)
+    if cpu.pae:
+        root = cpu.cr3 & ~0x1F & MASK32
+        dirs = [e & PAGE_MASK for e in entries(root, 8, 4) if e & x86.PRESENT]
+        frames = {root & PAGE_MASK, *dirs}
+        size, count, leaf_pse = 8, 512, True
+    else:
+        dirs = [cpu.cr3 & PAGE_MASK]
+        frames = set(dirs)
+        size, count, leaf_pse = 4, 1024, cpu.pse
+    for d in dirs:
+        for e in entries(d, size, count):
+            if e & x86.PRESENT and not (e & x86.PSE and leaf_pse):
+                frames.add(e & PAGE_MASK)
+    return frozenset(frames)
 
 
 def _boot_alloc_cursor(before: Snapshot) -> int:

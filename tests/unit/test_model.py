@@ -16,6 +16,7 @@ import pytest
 import bootstate as bs
 from harness import model
 from harness.model import KernelConfig, ModelError, WildTablePointer, predict
+from harness.walker import TablePage
 from model_paging import entry, translate
 
 M = 1 << 20
@@ -386,6 +387,98 @@ def test_bug_c_junk_in_lowmem_pmd_is_a_wild_pointer_pre_patch():
     new = run(cfg(ram_bytes=256 * M), extra_pgd=junk)
     assert pde(new, 800) & 0xFFF == 0x067
     assert translate(new.memory, new.cpu, 0xC8000000).pa == 0x8000000
+
+
+# ------------------------------------------------------------------ poisoned memory (poison=)
+# guest-contract.md "poison=": before pagetable_init every zero u32 word of swapper_pg_dir at
+# byte offset >= 32 holds P (non-PAE PDE indices >= 8; the PAE build's head.S tables are
+# non-PAE too), and the free pages the allocator may hand out are filled with P (the
+# allocator still zeroes what it hands out).  P is non-zero with bit 0 clear: never present.
+P = 0xDEAD0002
+
+
+def poisoned_pgd(pae: bool) -> dict[int, int]:
+    """PDE index -> P for every empty entry at offset >= 32 of head.S's swapper_pg_dir."""
+    n = bs.PG0_TABLES[pae]  # pg0 tables at PDE 0.. and 768..
+    used = set(range(n)) | set(range(768, 768 + n))
+    return {i: P for i in range(8, 1024) if i not in used}
+
+
+def test_poison_patched_pse_fresh_tables_where_junk_was():
+    # non-PAE with PSE, 128 MiB: the linear map is large pages (set_pmd overwrites the junk
+    # at PDE 770..799); fixmap PDE 1023 and pkmap PDE 1022 hold P, not PRESENT -> fresh PTE
+    # pages 0x244000 and 0x245000 (zeroed), exactly as without poison; 800..1021 keep P.
+    p = run(cfg(cpu_pse=True), extra_pgd=poisoned_pgd(False))
+    assert p.allocations == [0x244000, 0x245000]
+    assert pde(p, 1023) == 0x244067 and pde(p, 1022) == 0x245067
+    assert p.pkmap_page_table == 0x245000
+    assert all(pde(p, 768 + i) == (i << 22) | 0x0E3 for i in range(32))
+    assert pde(p, 800) == P and pde(p, 1021) == P and pde(p, 8) == P
+    assert not any(p.memory.pages[0x244000]) and not any(p.memory.pages[0x245000])
+
+
+def test_poison_prepatch_pse_junk_kept_pointers_only_derived():
+    # The same before-state pre-patch: pmd_none(0xDEAD0002) is false, so the fixmap and
+    # pkmap entries are kept and no PTE page is allocated; one_page_table_init and
+    # permanent_kmaps_init only derive pointers from them (pkmap_page_table 0xDEAD0000),
+    # nothing is stored through them: the prediction succeeds.
+    p = run(cfg(cpu_pse=True, prepatch=True), extra_pgd=poisoned_pgd(False))
+    assert p.allocations == [] and p.hook_log == [(1, 0x234)]
+    assert pde(p, 1023) == P and pde(p, 1022) == P
+    assert p.pkmap_page_table == 0xDEAD0000
+    assert all(pde(p, 768 + i) == (i << 22) | 0x0E3 for i in range(32))
+
+
+def test_poison_prepatch_4k_junk_in_linear_map_pde_is_a_wild_pointer():
+    # non-PAE, no PSE, 128 MiB: PDE 770 (VA 0xC0800000) holds P.  Pre-patch keeps it, and
+    # kernel_physical_mapping_init writes its PTEs through 0xDEAD0000 (far outside lowmem,
+    # which ends at 0x8000000): the kernel faults.  Patched: a fresh page, 32 allocations
+    # as without poison.
+    with pytest.raises(WildTablePointer, match="0xdead0000 is outside lowmem"):
+        run(cfg(prepatch=True), extra_pgd=poisoned_pgd(False))
+    p = run(cfg(), extra_pgd=poisoned_pgd(False))
+    assert p.allocations == [0x244000 + i * 4096 for i in range(32)]
+    assert pde(p, 770) == 0x244067
+
+
+@pytest.mark.parametrize("pae, pse, prepatch", [
+    (False, False, False), (False, True, False), (True, False, False), (True, True, False),
+    (True, False, True), (True, True, True), (False, True, True)])
+def test_poison_changes_nothing_the_kernel_builds(pae, pse, prepatch):
+    # Wherever the kernel does not keep junk (patched; PAE either way, as its kernel PMD
+    # page is always fresh and the PDPT bytes below offset 32 are not poisoned), the
+    # prediction is the unpoisoned one, except that the poisoned words stay in
+    # swapper_pg_dir.  (Non-PAE pre-patch with PSE keeps its fixmap/pkmap junk, above.)
+    config = cfg(pae=pae, cpu_pse=pse, prepatch=prepatch, cpu_nx=pae)
+    clean, dirty = run(config), run(config, extra_pgd=poisoned_pgd(pae))
+    if not pae and prepatch:
+        assert dirty.allocations == [] != clean.allocations
+        return
+    assert dirty.allocations == clean.allocations and dirty.hook_log == clean.hook_log
+    assert dirty.cpu == clean.cpu and dirty.pkmap_page_table == clean.pkmap_page_table
+    assert set(dirty.memory.pages) == set(clean.memory.pages)
+    for page in clean.memory.pages:
+        if page == 0x234000:
+            continue
+        assert dirty.memory.pages[page] == clean.memory.pages[page], f"page {page:#x}"
+    # swapper_pg_dir: the live entries agree; the rest holds P (non-PAE) or is ignored
+    # stale non-PAE PDEs (PAE: the PDPT is the first 32 bytes only).
+    for i in range(1024 if not pae else 4):
+        want = entry(clean.memory, 0x234000, i, 4 if not pae else 8)
+        got = entry(dirty.memory, 0x234000, i, 4 if not pae else 8)
+        assert got == (P if want == 0 and not pae and i >= 8 else want), f"entry {i}"
+
+
+def test_allocated_pages_are_zero_whatever_the_before_state_held():
+    # A stale, unreachable page in the before-state at the cursor, full of P (as the free
+    # pages are under poison=): the allocator may hand it out -- it is no live boot
+    # table -- and zeroes it.  non-PAE with PSE: 0x244000 becomes the fixmap PTE page, in
+    # which natively nothing is written, so it must be all zero.
+    before = bs.head_s_state(False)
+    before.tables.append(TablePage("pte", 0x244000, {j: P for j in range(1024)}))
+    p = predict(before, cfg(cpu_pse=True), bs.image())
+    assert p.allocations[0] == 0x244000 and pde(p, 1023) == 0x244067
+    assert not any(p.memory.pages[0x244000])
 
 
 def _same(a, b):

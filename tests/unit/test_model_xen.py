@@ -323,6 +323,82 @@ def test_prepatch_pae_bug_c_ends_in_the_kernels_bug():
     assert kernel_pmd(p, 427) == 0 and all(op != 3 for op, _ in p.hook_log)
 
 
+# ------------------------------------------------------------------ poisoned memory (poison=)
+# docs/xen.md / guest-contract.md "poison=": the hypervisor stage writes P into every
+# non-present entry of the PGD below 1008 (non-PAE) or of the slot-3 PMD page below 428
+# (PAE) and of the kernel-mapping PTE pages (past xen_map_end); never the PDPT, A, B or
+# anything at or above HVS.  PAE: the 64-bit value P.  Free pages hold P too, but the
+# allocator hands out zeroed pages.
+P = 0xDEAD0002
+
+
+def poisoned(pae: bool, mib: int) -> bx.XenStart:
+    xs = bx.start_of_day(pae, ram(mib) >> 12)
+    area_table = xs.pmd if pae else xs.pt_base
+    for t in xs.before.tables:
+        if t.phys == area_table:
+            limit = xs.area_first
+        elif t.phys in xs.kernel_ptes:
+            limit = 512 if pae else 1024
+        else:
+            continue
+        for i in range(limit):
+            if not t.entries.get(i, 0) & 1:
+                t.entries[i] = P
+    return xs
+
+
+@pytest.mark.parametrize("pae", [False, True])
+@pytest.mark.parametrize("mib", [6, 128])
+def test_poison_patched_same_prediction(pae, mib):
+    # Patched: a junk entry is not PRESENT, so a table is allocated where it was (PDE
+    # 770..799 / kernel PMD 4..63 and the fixmap and pkmap chunks), never followed; the
+    # junk PTEs past xen_map_end (at 6 MiB: past nr_pages, never rewritten) are not
+    # present, so the keep-RW rule does not apply to them.  Everything the kernel builds,
+    # the records (none) and the hypercall counts are the unpoisoned ones.
+    config = cfg(pae=pae, ram_bytes=ram(mib), cpu_nx=pae)
+    clean = predict(bx.start_of_day(pae, ram(mib) >> 12).before, config, bs.image())
+    xs = poisoned(pae, mib)
+    dirty = predict(xs.before, config, bs.image())
+    assert dirty.allocations == clean.allocations and dirty.hook_log == clean.hook_log
+    assert (dirty.mmu_updates, dirty.pins) == (clean.mmu_updates, clean.pins)
+    assert dirty.hypervisor_flags == [] and dirty.cpu == clean.cpu
+    for va in range(0xC0000000, 0xC0000000 + ram(mib), 4096):
+        assert translate(dirty.memory, dirty.cpu, va) == translate(clean.memory, clean.cpu, va)
+    for va in (dirty.layout.fix_to_virt(15), dirty.layout.pkmap_base):
+        assert translate(dirty.memory, dirty.cpu, va) == translate(clean.memory, clean.cpu, va)
+    assert dirty.pkmap_page_table == clean.pkmap_page_table
+    pages = list(dirty.allocations)
+    if pae:
+        # The PMD copy is a memcpy of the junk too: entries left empty hold P below 428.
+        copy = pages.pop(0)
+        for i in range(512):
+            want = entry(clean.memory, copy, i, 8)
+            got = entry(dirty.memory, copy, i, 8)
+            assert got == (P if want == 0 and i < 428 else want), f"pmd copy entry {i}"
+    for page in pages:  # zeroed when handed out, then written alike
+        assert dirty.memory.pages[page] == clean.memory.pages[page], f"page {page:#x}"
+
+
+def test_poison_prepatch_nonpae_junk_linear_map_pde_is_a_wild_pointer():
+    # 128 MiB: PDE 770 holds P; 2.6.21's pmd_none keeps it and kernel_physical_mapping_init
+    # would write PTEs through 0xDEAD0000, outside lowmem (0x7FE0000): the kernel faults.
+    xs = poisoned(False, 128)
+    with pytest.raises(model.WildTablePointer, match="0xdead0000 is outside lowmem"):
+        predict(xs.before, cfg(prepatch=True), bs.image())
+
+
+def test_poison_prepatch_nonpae_small_ram_faults_in_set_fixmap():
+    # 6 MiB: the hypervisor's PTE pages (PDE 768, 769) cover all of lowmem, so the linear
+    # map needs no junk.  The fixmap range-init keeps PDE 1007 (P) and pkmap keeps 1006 (P)
+    # -- pointers derived only -- and links PDEs 1009..1022 (zero, bug B).  Then
+    # setup_done's set_fixmap(FIX_PARAVIRT_BOOTMAP) at 0xFBFEE000 goes through PDE 1007 to
+    # the derived page 0xDEAD0000 and writes entry 0x3EE there: outside lowmem.
+    xs = poisoned(False, 6)
+    with pytest.raises(model.WildTablePointer, match=r"0xdead0fb8 is outside lowmem"):
+        predict(xs.before, cfg(prepatch=True, ram_bytes=ram(6)), bs.image())
+
+
 # ------------------------------------------------------------ the walker on the prediction
 @pytest.mark.parametrize("pae", [False, True])
 def test_walker_sees_read_only_tables_in_the_prediction(pae):
