@@ -419,9 +419,12 @@ class MiSession:
                 rec = self._next_record(deadline, what)
                 if rec and rec["type"] in ("console", "target", "log"):
                     self.target_output.append(rec["payload"] or "")
-                    if "Remote connection closed" in (rec["payload"] or ""):
-                        # gdb reports no *stopped for a stub that vanished while running.
-                        return {"reason": "exited", "detail": "remote connection closed"}
+                    gone = _TARGET_GONE_RE.search(rec["payload"] or "")
+                    if gone:
+                        # gdb reports no *stopped for a stub that vanished while running
+                        # ("Remote connection closed", or "Remote communication error.
+                        # Target disconnected.: Broken pipe." — both mean QEMU exited).
+                        return {"reason": "exited", "detail": gone.group(0)}
         except MiTimeout:
             stop = self.interrupt()
             frame = (stop or {}).get("frame") or {}

@@ -261,6 +261,16 @@ _PAE_ADDR = 0x000FFFFFFFFFF000  # bits 51:12 (what is above MAXPHYADDR is reserv
 _PDPTE_RSVD_LOW = 0x1C6
 
 
+def pdpte_reserved_text(rsvd: int) -> str:
+    """What reserved bits in a present PDPT entry do: the SDM and QEMU 7.2's TCG
+    differ, and the walk follows what the emulated CPU really does."""
+    if rsvd & ~_PDPTE_RSVD_LOW:
+        return (f"reserved bits {rsvd:#x} set in a PDPT entry: the SDM has the load of CR3 "
+                "raise #GP; QEMU raises a reserved-bit #PF on every access through it")
+    return (f"reserved bits {rsvd:#x} set in a PDPT entry: the SDM has the load of CR3 raise "
+            "#GP; QEMU's TCG raises none and uses the entry (the walk follows it)")
+
+
 def _high_reserved(phys_bits: int) -> int:
     """Address bits at or above MAXPHYADDR up to bit 62."""
     return ((1 << 63) - 1) & ~((1 << phys_bits) - 1)
@@ -399,10 +409,9 @@ class _Walker:
                 continue
             rsvd = e & pdpte_rsvd
             if rsvd:
-                self.problem("pgd", pdpt + 8 * s, s << 30, e,
-                             f"reserved bits {rsvd:#x} set in a PDPT entry "
-                             "(loading CR3 raises #GP)")
-                continue
+                self.problem("pgd", pdpt + 8 * s, s << 30, e, pdpte_reserved_text(rsvd))
+                if rsvd & ~_PDPTE_RSVD_LOW:
+                    continue  # no translation through it, even under QEMU
             pds.append((s, e & _PAE_ADDR))
         pd_pages = self.read(pd for _, pd in pds)
         pts: list[tuple[int, int, int]] = []
@@ -528,10 +537,11 @@ def walk_va(mem: PhysMemory, cpu: CpuState, va: int, *, phys_bits: int = 36) -> 
     if not e & x86.PRESENT:
         return [Step("pgd", pdpt, s, pdpt + 8 * s, e, "not present")]
     rsvd = e & (_PDPTE_RSVD_LOW | _high_reserved(phys_bits) | x86.NX)
-    if rsvd:
-        return [Step("pgd", pdpt, s, pdpt + 8 * s, e, f"reserved bits {rsvd:#x} set")]
+    if rsvd & ~_PDPTE_RSVD_LOW:
+        return [Step("pgd", pdpt, s, pdpt + 8 * s, e, pdpte_reserved_text(rsvd))]
     pd = e & _PAE_ADDR
-    steps.append(Step("pgd", pdpt, s, pdpt + 8 * s, e, f"page directory at {pd:#x}"))
+    note = f"; {pdpte_reserved_text(rsvd)}" if rsvd else ""
+    steps.append(Step("pgd", pdpt, s, pdpt + 8 * s, e, f"page directory at {pd:#x}{note}"))
     j = (va >> 21) & 0x1FF
     e = entry(pd, j, 8)
     if not e & x86.PRESENT:

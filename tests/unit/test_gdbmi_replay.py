@@ -110,3 +110,26 @@ def test_relay_drops_acks_only_between_packets():
     state = [0]
     parts = [b"+$m10", b"0,8", b"#4", b"f+", b"+\x03"]
     assert b"".join(_drop_acks(p, state) for p in parts) == b"$m100,8#4f\x03"
+
+
+@pytest.mark.parametrize("words", ["Remote connection closed",
+                                   "Remote communication error.  Target disconnected.: Broken pipe."])
+def test_target_that_vanishes_while_running_is_an_exit(tmp_path, words):
+    """A triple fault with -no-reboot ends QEMU while the guest runs; gdb says so
+    in either wording, and neither must wait out the timeout as "did not stop"."""
+    text = (MI / "session.mi").read_text().replace(
+        '&"Remote connection closed\\n"', '&"' + words + '\\n"')
+    with replay("gone.mi", tmp_path, text) as gdb:
+        gdb.connect("localhost:1234")
+        gdb.command('-file-exec-and-symbols "stub/stub.elf"')
+        gdb.break_at("stub_ready")
+        gdb.continue_until_stop(5)
+        gdb.registers(["cr0", "cr3", "cr4", "efer", "eip"])
+        gdb.symbol_address("exit_request")
+        gdb.read_physical(0x100000, 64)
+        gdb.monitor("info status")
+        with pytest.raises(GdbError):
+            gdb.evaluate("no_such_symbol")
+        gdb.write_memory(gdb.symbol_address("exit_request"), (3).to_bytes(4, "little"))
+        stop = gdb.continue_until_stop(0.5)
+    assert stop["reason"] == "exited" and words.startswith(stop["detail"])

@@ -136,9 +136,14 @@ def test_pae_reserved_bits():
         ("pmd", 0xC0000000, 0x52000, 0x00402000 | 0x0E3),             # bit 13 of a 2 MiB PDE
         ("pte", 0xC0201000, 0x53008, (1 << 40) | 0x00101000 | 0x063),  # above MAXPHYADDR
     ]
-    assert [(lf.va, lf.pa) for lf in w.leaves] == [(0xC0200000, 0x100000)]
+    # The SDM has the CR3 load fault on RW in a PDPTE; QEMU's TCG uses the entry,
+    # so the walk follows it (the tables the emulated CPU really uses) and says both.
+    assert [(lf.va, lf.pa) for lf in w.leaves] == [(0x00000000, 0x200000), (0xC0200000, 0x100000)]
+    pdpt_problem = next(p for p in w.problems if p.level == "pgd")
+    assert "#GP" in pdpt_problem.what and "QEMU" in pdpt_problem.what
     steps = walk_va(lay.memory(), lay.cpu, 0x00001000)
-    assert len(steps) == 1 and "reserved bits 0x2" in steps[0].what
+    assert [s.level for s in steps] == ["pgd", "pmd"] and "reserved bits 0x2" in steps[0].what
+    assert steps[-1].pa == 0x201000
 
 
 def test_walk_va_pae_levels():
