@@ -135,7 +135,9 @@ def model_config(s: Scenario, variant: str, ram_bytes: int) -> model.KernelConfi
         pae=s.pae, prepatch=(variant == "prepatch"), pv=s.pv,
         cpu_pse=flags["pse"], cpu_pge=flags["pge"], cpu_pae=flags["pae"], cpu_nx=flags["nx"],
         ram_bytes=ram_bytes, mem_limit=s.mem_limit, reservetop=s.reservetop,
-        noexec_off=s.noexec_off, pvbug=s.pvbug)
+        # A kernel broken on purpose is modelled as such only where the scenario
+        # says so; elsewhere a pvbug= kernel is held to the correct one.
+        noexec_off=s.noexec_off, pvbug=s.pvbug if s.expect == AUDIT else None)
 
 
 # ----------------------------------------------------------------------------------
@@ -380,7 +382,7 @@ def hypervisor_layer(s: Scenario, before: Snapshot | None, after: Snapshot | Non
                      final_state: dict, pred: model.Prediction | None) -> list[checks.Finding]:
     """The audit record as it ended: empty for a correct kernel; under pvbug=,
     exactly what the model's hypervisor flags. Plus the hypervisor's counters."""
-    if s.pvbug:
+    if s.expect == AUDIT:
         out = checks.check_audit_record(final_state, pred.hypervisor_flags if pred else [], s.pvbug)
     else:
         out = checks.check_hypervisor_audit(final_state, s.pae)

@@ -122,9 +122,11 @@ def test_zero_hides_it_poison_shows_it(run_mutant, mutant):
         assert g.level == "pte" and g.va >= lo.pkmap_base, r.report
         assert "0xdead0002" in r.report
     else:
-        # pmd_none keeps the poisoned PDEs: no PTE page for pkmap or the fixmap.
-        for va in (lo.pkmap_base, lo.fix_start):
-            assert assert_caught(r, "invariants", "tables-present", va).level == "pgd"
+        # pmd_none keeps the poisoned PDEs: no PTE page for pkmap nor the fixmap
+        # (adjacent PMDs: one range from PKMAP_BASE to the wrap).
+        g = assert_caught(r, "invariants", "tables-present", lo.pkmap_base)
+        assert g.level == "pgd" and g.end == lo.fix_end == 1 << 32 and lo.fix_start == g.va + (4 << 20)
+        assert "0xdead0002" in r.report
 
 
 def test_poison_under_xen_alloc_nozero(run_mutant):
