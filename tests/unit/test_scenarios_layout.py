@@ -98,3 +98,34 @@ def test_prepatch_bugs_follow_section_6():
     assert get("pae-nopse-pge-nx-128M-noexecoff").prepatch_bugs() == ()
     assert get("nopae-nopse-pge-128M").prepatch_bugs() == ()
     assert get("nopae-pse-pge-128M-reservetop64M").prepatch_bugs() == ("B",)
+
+
+@pytest.mark.parametrize("pae", [False, True])
+def test_boundary_scenarios_put_each_bound_on_a_pmd_boundary(pae):
+    """The reservetop= of each boundary scenario, fed through the spec layout
+    (kernel-facts §3), lands its bound on a PMD multiple or one page off it."""
+    pmd = (2 if pae else 4) * MiB
+    last_pkmap = 512 if pae else 1024
+    seen = set()
+    for s in scenarios.SCENARIOS.values():
+        if s.pae != pae or "-pmd" not in s.id:
+            continue
+        lo = SpecLayout.of(s, INIT_END)
+        boot_start = lo.fixaddr_top - 32 * 4096
+        value = {"top": lo.fixaddr_top, "fixstart": lo.fixaddr_top - 31 * 4096,
+                 "bootstart": boot_start,
+                 "pkmap": boot_start - (last_pkmap + 1) * 4096}
+        bound = s.id.split("128M-")[1].split("-pmd")[0]
+        off = {"pmd": 0, "pmd-above": 4096, "pmd-below": -4096}[s.id.split(f"{bound}-")[1]]
+        assert (value[bound] - off) % pmd == 0, s.id
+        assert 64 * MiB <= s.reservetop < 64 * MiB + pmd + 4096
+        seen.add((bound, off))
+    assert len(seen) == 12
+
+
+def test_prepatch_bug_b_only_where_the_range_init_end_is_not_the_wrap():
+    # reservetop below one PMD keeps the end at the wrap: 2.6.21 and 2.6.22 agree.
+    assert Scenario(id="t", pae=False, cmdline=("reservetop=1M",)).prepatch_bugs() == ()
+    assert Scenario(id="t", pae=False, cmdline=("reservetop=64M",)).prepatch_bugs() == ("B",)
+    assert Scenario(id="t", pae=False, cmdline=("poison=0xdead0002",)).prepatch_bugs() == ("C",)
+    assert Scenario(id="t", pae=True, cmdline=("poison=0xdead0002",)).prepatch_bugs() == ()
