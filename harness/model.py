@@ -364,6 +364,9 @@ class NativeBackend:
     def set_pte(self, k: "Kernel", addr: int, val: int) -> None:
         k.store(addr, val)
 
+    def set_ptes(self, k: "Kernel", addr: int, values: list[int]) -> None:
+        k.write_run(addr, values)  # plain stores: one slice
+
     def check_kernel_write(self, k: "Kernel", pa: int, what: str) -> None:
         pass  # head.S maps INIT_MAP_BEYOND_END past the tables: boot pages are reachable
 
@@ -500,6 +503,30 @@ class XenHypervisor:
                     elif self._linear_writable(target)[0]:
                         self._flag(WRITABLE_TABLE, entry_pa, value, target, va)
         k.store(entry_pa, value)
+
+    def mmu_update_run(self, entry_pa: int, values: list[int]) -> None:
+        """hyp_mmu_update of consecutive entries of one page, in order (a batch):
+        exactly what mmu_update does entry by entry.  In a PTE page outside the
+        hypervisor's area, or a frame that is no table, the checks depend on the
+        value alone (kind 1 for an RW leaf mapping a table frame), so they run over
+        the values and the writes go out as one slice; anything else goes entry by
+        entry."""
+        k = self.k
+        frame = entry_pa & PAGE_MASK
+        level = self.tables.get(frame)
+        if level not in (None, "pte") or frame in self.area_pages:
+            for i, v in enumerate(values):
+                self.mmu_update(entry_pa + i * k.es, v)
+            return
+        self.mmu_updates += len(values)
+        if level == "pte":
+            tables, both = self.tables, x86.PRESENT | x86.RW
+            idx0 = (entry_pa & (x86.PAGE_SIZE - 1)) // k.es
+            for i in [i for i, v in enumerate(values)
+                      if v & both == both and (v & PAGE_MASK) in tables]:
+                self._flag(WRITABLE_TABLE, entry_pa + i * k.es, values[i],
+                           values[i] & PAGE_MASK, self._va(frame, level, idx0 + i))
+        k.write_run(entry_pa, values)
 
     def announce(self, pfn: int, level: str) -> None:
         self.tables[pfn << x86.PAGE_SHIFT] = level
@@ -679,6 +706,25 @@ class XenBackend:
                                  " current tables (hypervisor PTE page A is not linked)")
             self.hyp.mmu_update(slot, val)
 
+    def set_ptes(self, k: "Kernel", addr: int, values: list[int]) -> None:
+        """set_pte on consecutive entries of one page, in order: the same hypercalls,
+        checks and records as one set_pte each."""
+        if self.runtime:
+            for i, v in enumerate(values):
+                self.set_pte(k, addr + i * k.es, v)
+            return
+        if self.pvbug == "batch-hv-write" and self.setup_set_ptes == 0:
+            self.set_pte(k, addr, values[0])  # the mutant's extra update comes right after
+            addr, values = addr + k.es, values[1:]
+            if not values:
+                return
+        k.check_reachable(addr, "set_pte")  # a pointer derived from junk faults here
+        olds = k.read_run(addr, len(values))  # writes to later entries cannot change them
+        values = [v if not o & x86.PRESENT else (v & ~x86.RW) | (o & x86.RW)
+                  for v, o in zip(values, olds)]  # the early rule, as in set_pte
+        self.hyp.mmu_update_run(addr, values)
+        self.setup_set_ptes += len(values)
+
     def check_kernel_write(self, k: "Kernel", pa: int, what: str) -> None:
         # The kernel writes boot pages through its own mapping, which under Xen is only
         # what the hypervisor built (CR0.WP is set: read-only faults in ring 0 too).
@@ -824,17 +870,35 @@ class Kernel:
         self.backend.set_pte(self, addr, val)
 
     def set_ptes(self, addr: int, values: list[int]) -> None:
-        """set_pte on consecutive entries from addr, in order. On bare hardware
-        that is plain stores, written as one slice: 896 MiB of 4 KiB pages is
-        229376 of them, too many to go through every layer one by one."""
-        if isinstance(self.backend, NativeBackend) and values:
-            self.check_reachable(addr, "table entry write")  # one page: the first decides
-            page = self.mem.page(addr)
-            off = addr & (x86.PAGE_SIZE - 1)
-            struct.pack_into(f"<{len(values)}{'Q' if self.es == 8 else 'I'}", page, off, *values)
+        """set_pte on consecutive entries of one pte page from addr, in order.
+        896 MiB of 4 KiB pages is 229376 of them, too many to go through every
+        layer one by one, so a backend may take the run at once (its set_ptes:
+        the very same effects as one set_pte each)."""
+        if not values:
+            return
+        run = getattr(self.backend, "set_ptes", None)
+        if run is not None:
+            run(self, addr, values)
             return
         for i, v in enumerate(values):
             self.set_pte(addr + i * self.es, v)
+
+    def _run_format(self, addr: int, count: int) -> tuple[bytearray, int, str]:
+        off = addr & (x86.PAGE_SIZE - 1)
+        assert off + count * self.es <= x86.PAGE_SIZE, "a run stays within one page"
+        return self.mem.page(addr), off, f"<{count}{'Q' if self.es == 8 else 'I'}"
+
+    def read_run(self, addr: int, count: int) -> tuple[int, ...]:
+        """count consecutive entries of one page through __va() (load, for a run)."""
+        self.check_reachable(addr, "table entry read")  # one page: the first decides
+        page, off, fmt = self._run_format(addr, count)
+        return struct.unpack_from(fmt, page, off)
+
+    def write_run(self, addr: int, values: list[int]) -> None:
+        """Plain stores of consecutive entries of one page (store, for a run)."""
+        self.check_reachable(addr, "table entry write")  # one page: the first decides
+        page, off, fmt = self._run_format(addr, len(values))
+        struct.pack_into(fmt, page, off, *values)
 
     def alloc_bootmem_low_pages(self, role: str) -> int:
         """One zeroed 4 KiB page; pages go out in ascending order from the cursor."""
@@ -879,6 +943,24 @@ class Kernel:
         return ((pfn << x86.PAGE_SHIFT) | prot) & self.supported_pte_mask
 
     pfn_pmd = pfn_pte  # same construction and mask for a large-page pmd
+
+    def pfn_ptes(self, pfn: int, count: int, prot: int) -> list[int]:
+        """pfn_pte(p, prot) for p = pfn, pfn + 1, ... (count of them)."""
+        if count <= 0:
+            return []
+        first = self.pfn_pte(pfn, prot)
+        # pfn_pte is linear in the pfn (the mask keeps the address bits and prot has
+        # none): consecutive values are a page apart.
+        assert self.pfn_pte(pfn + count - 1, prot) == first + (count - 1) * x86.PAGE_SIZE
+        return list(range(first, first + count * x86.PAGE_SIZE, x86.PAGE_SIZE))
+
+    def kernel_text_run(self, address: int, n: int) -> int:
+        """How many of the n pages from address (rising, address >= PAGE_OFFSET, no
+        wrap) pass is_kernel_text: a leading run, as text ends at __init_end."""
+        assert x86.PAGE_OFFSET <= address and address + n * x86.PAGE_SIZE <= 1 << 32
+        if not self.is_kernel_text(address):
+            return 0
+        return min(n, (self.layout.init_end - address) // x86.PAGE_SIZE + 1)
 
     def is_kernel_text(self, addr: int) -> bool:
         return self.layout.is_kernel_text(addr)
@@ -993,19 +1075,20 @@ class Kernel:
                     pfn += g.ptrs_per_pte
                 else:
                     pte = self.one_page_table_init(pmd)
-                    pte_ofs = 0
-                    values = []  # set_pte for each, in order (set_ptes below)
-                    while pte_ofs < g.ptrs_per_pte and pfn < max_low_pfn:
-                        prot = self.page_kernel_exec if self.is_kernel_text(address) \
-                            else self.page_kernel
-                        values.append(self.pfn_pte(pfn, prot))
-                        pfn += 1
-                        pte_ofs += 1
-                        if not self.prepatch:
-                            address += x86.PAGE_SIZE
+                    # The pte_ofs loop: one set_pte per pte while pte_ofs < PTRS_PER_PTE and
+                    # pfn < max_low_pfn, EXEC where is_kernel_text(address), address
+                    # advancing a page per pte.  Text is [PAGE_OFFSET, __init_end] and the
+                    # addresses rise from PAGE_OFFSET, so the EXEC ptes are a leading run.
+                    n = min(g.ptrs_per_pte, max_low_pfn - pfn)
+                    if self.prepatch:
                         # pre-patch: address never advances, so the whole pte table gets
                         # the protection decided for its first page (bug A).
-                    self.set_ptes(pte, values)
+                        text = n if self.is_kernel_text(address) else 0
+                    else:
+                        text = self.kernel_text_run(address, n)
+                    self.set_ptes(pte, self.pfn_ptes(pfn, text, self.page_kernel_exec)
+                                  + self.pfn_ptes(pfn + text, n - text, self.page_kernel))
+                    pfn += n
                 pmd += es
                 pmd_idx += 1
         self.direct_map_end_pfn = pfn
