@@ -299,7 +299,9 @@ class Prediction:
 # ---------------------------------------------------------------------------------------------
 class ParavirtBackend(Protocol):
     """The paravirt_ops the page-table code goes through. The hook log is kept by
-    the caller (Kernel.paravirt_alloc_*); a backend logs only its own extra ops."""
+    the caller (Kernel.paravirt_alloc_*); a backend logs only its own extra ops.
+    Optional: set_ptes(k, addr, values), a run of set_pte in one page taken at once
+    (the same effects as one set_pte each); without it Kernel.set_ptes loops."""
 
     name: str
 
