@@ -52,7 +52,7 @@ def _registers(s: Scenario, spec, before: Snapshot) -> list[Finding]:
             # set_nx runs in paging_init before pagetable_init (kernel-facts §2)
             "efer.nxe": int(s.nx_active)}
     got = {"cr0.pg": int(cpu.paging), "cr0.pe": cpu.cr0 & 1,
-           "cr3": cpu.cr3 & (~0x1F if cpu.pae else ~0xFFF) & 0xFFFFFFFF,
+           "cr3": cpu.root,
            "cr4 paging bits": cpu.cr4 & CR4_MODE_BITS, "efer.nxe": int(cpu.nxe)}
     if xen:  # the hypervisor enforces read-only in ring 0 too
         want["cr0.wp"], got["cr0.wp"] = 1, int(bool(cpu.cr0 & x86.CR0_WP))

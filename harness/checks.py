@@ -20,8 +20,8 @@ import bisect
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from . import records, x86
-from .scenarios import AUDIT, EXCEPTION, PASS, PVBUGS, UNSUPPORTED, Scenario
+from . import bootstate, records, x86
+from .scenarios import AUDIT, EXCEPTION, FIXMAP_ENTRIES, PASS, PVBUGS, UNSUPPORTED, Scenario
 from .snapshot import Snapshot
 from .walker import CpuState, Range, TablePage
 
@@ -101,7 +101,7 @@ def pages_by_va(tables: list[TablePage], cpu: CpuState) -> dict[tuple[str, int],
             if value & x86.PRESENT and not is_leaf(level, value, cpu):
                 visit(child_level[level], value & mask, va_base + idx * span)
 
-    visit("pgd", cpu.cr3 & (0xFFFFFFE0 if pae else 0xFFFFF000), 0)
+    visit("pgd", cpu.root, 0)
     return out
 
 
@@ -278,10 +278,8 @@ def _page_span(pages: list[int]) -> str:
 # --------------------------------------------------------------------------------------
 # Layer 2: invariants stated from the spec
 # --------------------------------------------------------------------------------------
-FIXMAP_ENTRIES = 32   # __end_of_fixed_addresses, docs/guest-contract.md
 FIX_PARAVIRT_BOOTMAP = 15  # docs/xen.md: the shared-info page's fixmap slot
 VMALLOC_RESERVE = 128 << 20
-XEN_HVS = {False: 0xFC000000, True: 0xF5800000}  # HYPERVISOR_VIRT_START, kernel-facts 7
 
 
 @dataclass(frozen=True)
@@ -314,7 +312,7 @@ class SpecLayout:
         pse, pge = s.pse, s.pge
         if s.pv == "xen":
             # kernel-facts 7: Xen hides PSE and PGE; the guest reserves the top.
-            hvs = XEN_HVS[s.pae]
+            hvs = bootstate.XEN_HVS[s.pae]
             reserve = VA_TOP - hvs + 2 * x86.PAGE_SIZE
             pse = pge = False
             if start_info is not None:
@@ -413,7 +411,7 @@ def check_invariants(s: Scenario, layout: SpecLayout, swapper_pa: int, after: Sn
     # Registers: the mode and features the spec turns on.
     want = {"cr3": swapper_pa, "cr4.pae": s.pae, "cr4.pse": layout.pse, "cr4.pge": layout.pge,
             "efer.nxe": layout.nx_active}
-    got = {"cr3": cpu.cr3 & ~0xFFF if not cpu.pae else cpu.cr3 & ~0x1F, "cr4.pae": cpu.pae,
+    got = {"cr3": cpu.root, "cr4.pae": cpu.pae,
            "cr4.pse": cpu.pse, "cr4.pge": cpu.pge, "efer.nxe": cpu.nxe}
     for k in want:
         if int(want[k]) != int(got[k]):
@@ -582,7 +580,7 @@ def check_variables(s: Scenario, layout: SpecLayout, after: Snapshot) -> list[Fi
     rounding would hide still show here."""
     guest = after.guest or {}
     reserve = VA_TOP - layout.fixaddr_top - x86.PAGE_SIZE  # FIXADDR_TOP = -reserve - 4096
-    features = {"pse": s.cpu_flags["pse"] and s.pv != "xen", "pge": s.cpu_flags["pge"] and s.pv != "xen",
+    features = {"pse": layout.pse, "pge": layout.pge,  # as the kernel sees them (Xen hides both)
                 "pae": s.cpu_flags["pae"], "nx": s.cpu_flags["nx"]}
     want = {"fixaddr_top": layout.fixaddr_top,
             "vmalloc_reserve": VMALLOC_RESERVE + reserve,
@@ -609,7 +607,7 @@ def _pte_va(snap: Snapshot, va: int) -> int | None:
     if page is None:
         return None
     idx = (va >> x86.PAGE_SHIFT) & (geo.ptrs_per_pte - 1)
-    return x86.PAGE_OFFSET + page.phys + idx * (8 if cpu.pae else 4)
+    return x86.PAGE_OFFSET + page.phys + idx * geo.entry_size
 
 
 def _large_leaves(snap: Snapshot, cpu: CpuState) -> dict[tuple[str, int], Entry]:

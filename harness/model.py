@@ -25,7 +25,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
-from . import x86
+from . import records, x86
 from .elf import ElfError, KernelImage
 from .snapshot import Snapshot
 from .walker import CpuState, ImageMemory
@@ -42,8 +42,7 @@ HOOK_PIN = 3
 # The Xen-like case (docs/xen.md), by build (PAE?).
 XEN_HYPERVISOR_VIRT_START = {False: 0xFC000000, True: 0xF5800000}
 XEN_START_INFO_MAGIC = 0x584E4558  # "XENX"
-XEN_START_INFO_FIELDS = ("magic", "nr_pages", "shared_info", "pt_base", "nr_pt_frames",
-                         "hypervisor_virt_start", "reserve_top", "flags")
+XEN_START_INFO_FIELDS = records.START_INFO_FIELDS  # the contract's layout, one place
 FIX_PARAVIRT_BOOTMAP = 15  # fixmap slot of the shared-info page (CONFIG_PARAVIRT enum)
 
 # Kernel-side mutants of the Xen-like backend (KernelConfig.pvbug, docs/model.md):

@@ -9,25 +9,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from . import x86
+
 MiB = 1 << 20
 GiB = 1 << 30
-PAGE = 1 << 12
 VA_TOP = 1 << 32
 DEFAULT_FIXADDR_TOP = 0xFFFFF000
 FIXMAP_ENTRIES = 32  # __end_of_fixed_addresses (docs/guest-contract.md)
 POISON = "0xdead0002"  # non-present, address bits set (kernel-facts §6 C)
 
 
-def _geometry(pae: bool) -> tuple[int, int]:
-    """(PMD_SIZE, LAST_PKMAP) of a mode (kernel-facts §1)."""
-    return (2 * MiB, 512) if pae else (4 * MiB, 1024)
-
-
 # The bounds the spec derives from FIXADDR_TOP, each as FIXADDR_TOP minus so many
 # pages (kernel-facts §3, §5): a reservetop= that puts one on a PMD boundary, or
 # a page to either side, is where an off-by-one in its formula shows.
 def _bound_pages(pae: bool) -> dict[str, int]:
-    last_pkmap = _geometry(pae)[1]
+    last_pkmap = x86.geometry(pae).last_pkmap
     return {"top": 0,                                   # FIXADDR_TOP (range-init end)
             "fixstart": FIXMAP_ENTRIES - 1,             # __fix_to_virt(end - 1): range-init start
             "bootstart": FIXMAP_ENTRIES,                # FIXADDR_BOOT_START
@@ -37,10 +33,10 @@ def _bound_pages(pae: bool) -> dict[str, int]:
 def boundary_reservetop(pae: bool, bound: str, offset_pages: int, near: int = 64 * MiB) -> int:
     """The smallest reservetop= at or above `near` that puts `bound` exactly on a
     PMD boundary, moved so that the bound lands `offset_pages` pages above it."""
-    pmd = _geometry(pae)[0]
-    below_top = (_bound_pages(pae)[bound] + 1) * PAGE  # VA_TOP - reservetop - bound
+    pmd = x86.geometry(pae).pmd_size
+    below_top = (_bound_pages(pae)[bound] + 1) * x86.PAGE_SIZE  # VA_TOP - reservetop - bound
     r = near + ((VA_TOP - near - below_top) % pmd)
-    return r - offset_pages * PAGE
+    return r - offset_pages * x86.PAGE_SIZE
 
 # What a boot of the patched guest must end in.
 PASS = "pass"                # all checks pass, guest exits through the pass code
@@ -120,9 +116,9 @@ class Scenario:
     def fixmap_range_end(self) -> int:
         """The patched fixmap range-init end, (FIXADDR_TOP + PMD_SIZE - 1) & PMD_MASK,
         as a 33-bit number: 1 << 32 when it wraps to 0 (kernel-facts §5)."""
-        geo = _geometry(self.pae)
-        top = VA_TOP - self.reservetop - PAGE if self.reservetop else DEFAULT_FIXADDR_TOP
-        return (top + geo[0] - 1) & ~(geo[0] - 1)
+        pmd = x86.geometry(self.pae).pmd_size
+        top = VA_TOP - self.reservetop - x86.PAGE_SIZE if self.reservetop else DEFAULT_FIXADDR_TOP
+        return (top + pmd - 1) & ~(pmd - 1)
 
     @property
     def noexec_off(self) -> bool:

@@ -77,6 +77,11 @@ class CpuState:
         return bool(self.efer & x86.EFER_NXE)
 
     @property
+    def root(self) -> int:
+        """Physical address of the root table: a PAE PDPT is 32-byte aligned."""
+        return self.cr3 & (0xFFFFFFE0 if self.pae else 0xFFFFF000)
+
+    @property
     def mode(self) -> str:
         if not self.paging:
             return "off"

@@ -22,6 +22,14 @@ def replay(name: str, tmp_path: Path | None = None, text: str | None = None) -> 
     return MiSession(transport=ReplayTransport(path))
 
 
+def to_first_stop(gdb: MiSession) -> None:
+    """The commands session.mi opens with, up to the stop at stub_ready."""
+    gdb.connect("localhost:1234")
+    gdb.command('-file-exec-and-symbols "stub/stub.elf"')
+    gdb.break_at("stub_ready")
+    gdb.continue_until_stop(5)
+
+
 def test_whole_session():
     with replay("session.mi") as gdb:
         attach = gdb.connect("localhost:1234")
@@ -65,10 +73,7 @@ def test_stop_that_arrives_before_another_commands_result():
 def test_timeout_quotes_the_command_and_the_transcript(tmp_path):
     text = (MI / "session.mi").read_text().replace("< 7^done,value=\"1048652\"", "< (gdb) ")
     with replay("cut.mi", tmp_path, text) as gdb:
-        gdb.connect("localhost:1234")
-        gdb.command('-file-exec-and-symbols "stub/stub.elf"')
-        gdb.break_at("stub_ready")
-        gdb.continue_until_stop(5)
+        to_first_stop(gdb)
         gdb.registers(["cr0", "cr3", "cr4", "efer", "eip"])
         with pytest.raises(MiTimeout) as err:
             gdb.command('-data-evaluate-expression "(unsigned long)&exit_request"', timeout=0.3)
@@ -81,10 +86,7 @@ def test_gdb_that_exits_mid_session(tmp_path):
     lines = (MI / "session.mi").read_text().splitlines()
     cut = next(i for i, ln in enumerate(lines) if "> 6-data-list-register-values" in ln)
     with replay("dies.mi", tmp_path, "\n".join(lines[:cut + 1]) + "\n") as gdb:
-        gdb.connect("localhost:1234")
-        gdb.command('-file-exec-and-symbols "stub/stub.elf"')
-        gdb.break_at("stub_ready")
-        gdb.continue_until_stop(5)
+        to_first_stop(gdb)
         with pytest.raises(GdbDied) as err:
             gdb.registers(["cr0", "cr3", "cr4", "efer", "eip"])
     assert str(err.value).startswith("gdb exited")
@@ -120,10 +122,7 @@ def test_target_that_vanishes_while_running_is_an_exit(tmp_path, words):
     text = (MI / "session.mi").read_text().replace(
         '&"Remote connection closed\\n"', '&"' + words + '\\n"')
     with replay("gone.mi", tmp_path, text) as gdb:
-        gdb.connect("localhost:1234")
-        gdb.command('-file-exec-and-symbols "stub/stub.elf"')
-        gdb.break_at("stub_ready")
-        gdb.continue_until_stop(5)
+        to_first_stop(gdb)
         gdb.registers(["cr0", "cr3", "cr4", "efer", "eip"])
         gdb.symbol_address("exit_request")
         gdb.read_physical(0x100000, 64)

@@ -32,30 +32,12 @@ import pytest
 import bootstate as bs
 import bootstate_xen as bx
 from harness import model, x86
-from harness.model import KernelConfig, ModelError, Violation, predict
+from harness.model import ModelError, Violation, predict
 from model_paging import entry, translate
+from test_model_xen import cfg, ram, run  # the same Xen start-of-day helpers
 
-M = 1 << 20
-K = 1 << 10
 NX = 1 << 63
 SWAPPER = 0x234000
-
-
-def ram(mib: int) -> int:
-    return mib * M - 128 * K  # what the multiboot info reports for -m mib
-
-
-def cfg(**kw) -> KernelConfig:
-    base = dict(pae=False, prepatch=False, cpu_pse=True, cpu_pge=True, cpu_pae=True,
-                cpu_nx=False, ram_bytes=ram(128), pv="xen")
-    base.update(kw)
-    return KernelConfig(**base)
-
-
-def run(**kw):
-    config = cfg(**kw)
-    xs = bx.start_of_day(config.pae, config.ram_bytes >> 12)
-    return xs, predict(xs.before, config, bs.image())
 
 
 def records(p):
