@@ -8,6 +8,7 @@ recording JUnit properties and keeping the artifacts.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -132,8 +133,12 @@ def run_scenario(ptharness_options, record_property, request):
     from . import runner
     made: list[Path] = []
 
+    # Each test its own directory: two tests booting one scenario keep apart, and
+    # --keep-artifacts failed removes only what a passing test wrote.
+    own = ptharness_options.artifacts / _test_dirname(request.node)
+
     def run(s: scenarios.Scenario, **overrides) -> "runner.Result":
-        opt = runner.RunOptions(**{**ptharness_options.__dict__, **overrides})
+        opt = runner.RunOptions(**{**ptharness_options.__dict__, "artifacts": own, **overrides})
         result = runner.run(s, opt)
         made.append(result.artifacts)
         request.node.stash[LAST_RUN_KEY] = (s, opt)
@@ -150,3 +155,12 @@ def run_scenario(ptharness_options, record_property, request):
             request.node.stash.get(PASSED_KEY, False):
         for path in made:
             shutil.rmtree(path, ignore_errors=True)
+        if own.is_dir() and not any(own.iterdir()):
+            own.rmdir()
+
+
+def _test_dirname(node) -> str:
+    """`test_matrix.test_scenario-pae-pse-pge-nx-16M`: readable, and free of the
+    brackets a shell would glob."""
+    name = f"{node.path.stem}.{node.name}" if getattr(node, "path", None) else node.name
+    return re.sub(r"[^A-Za-z0-9._=+-]+", "-", name).strip("-")

@@ -3,10 +3,13 @@ pagetable_init entry -> snapshot after paging_init -> guest exit -> checks ->
 report and artifacts.  The CLI and the pytest plugin both call run()."""
 from __future__ import annotations
 
+import errno
 import json
+import os
 import shlex
 import shutil
 import time
+import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -202,12 +205,60 @@ class Evidence:
     saved: list[Future] = field(default_factory=list)
 
 
+def _staging_dir(final: Path) -> Path:
+    """A private directory the run writes into, published as `final` when it ends:
+    runs of one scenario at once (two `check`s from one checkout, a scenario
+    named twice, two tests booting it) never delete each other's files."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    for old in final.parent.glob(f".{final.name}.*.tmp"):
+        pid = old.name.rsplit(".", 2)[-2].split("-")[0]
+        if pid.isdigit() and not _alive(int(pid)):   # left by a killed run
+            shutil.rmtree(old, ignore_errors=True)
+    path = final.with_name(f".{final.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+    path.mkdir()
+    return path
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
+def _publish(staging: Path, final: Path) -> None:
+    """Make `staging` the scenario's artifacts directory; the last run to end wins."""
+    for _ in range(20):
+        try:
+            staging.rename(final)
+            return
+        except OSError as e:
+            if e.errno not in (errno.ENOTEMPTY, errno.EEXIST):
+                raise
+        old = final.with_name(f".{final.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.old")
+        try:
+            final.rename(old)
+        except FileNotFoundError:
+            continue
+        shutil.rmtree(old, ignore_errors=True)
+    raise HarnessError(f"could not publish the artifacts as {final}")
+
+
 def run(s: Scenario, opt: RunOptions) -> Result:
     t0 = time.monotonic()
-    art = artifacts_dir(s, opt)
-    if art.exists():
-        shutil.rmtree(art)
-    art.mkdir(parents=True)
+    final = artifacts_dir(s, opt)
+    art = _staging_dir(final)
+    try:
+        result = _run_in(s, opt, art, final, t0)
+    finally:
+        _publish(art, final)
+    return result
+
+
+def _run_in(s: Scenario, opt: RunOptions, art: Path, final: Path, t0: float) -> Result:
     timings: dict[str, float] = {}
     verdict = checks.Verdict()
     ev = Evidence()
@@ -219,7 +270,7 @@ def run(s: Scenario, opt: RunOptions) -> Result:
         machine = qemu.Machine(kernel=kernel, memory=s.memory_arg, cpu=s.cpu_flags,
                                append=s.append, accel=opt.accel, qemu=opt.qemu)
         with ThreadPoolExecutor(max_workers=2) as background:
-            _boot(s, opt, machine, image, art, timings, ev, background)
+            _boot(s, opt, machine, image, art, final, timings, ev, background)
             t = time.monotonic()
             verdict = evaluate(s, opt, image, ev)
             for f in ev.saved:
@@ -229,15 +280,15 @@ def run(s: Scenario, opt: RunOptions) -> Result:
         error = str(e)
         ev.serial = _read(art / "serial.log")
     result = Result(scenario=s, options=opt, verdict=verdict, exit_status=ev.exit_status,
-                    artifacts=art, seconds=time.monotonic() - t0,
+                    artifacts=final, seconds=time.monotonic() - t0,
                     build_id=image.build_id if image else "", qemu_version=ev.qemu_version,
                     error=error, timings=timings)
-    result.report = _write_artifacts(result, ev.serial, fault.explain(ev.serial, image))
+    result.report = _write_artifacts(result, art, ev.serial, fault.explain(ev.serial, image))
     return result
 
 
 def _boot(s: Scenario, opt: RunOptions, machine: qemu.Machine, image: elf.KernelImage,
-          art: Path, timings: dict, ev: Evidence, background: ThreadPoolExecutor) -> None:
+          art: Path, final: Path, timings: dict, ev: Evidence, background: ThreadPoolExecutor) -> None:
     """Boot with gdb attached; stop at the contract's points and collect.
 
     Pure-Python work that does not need the machine (the model's prediction,
@@ -249,7 +300,7 @@ def _boot(s: Scenario, opt: RunOptions, machine: qemu.Machine, image: elf.Kernel
     with qemu.QemuProcess(machine, art, qmp=opt.oracle) as vm:
         _write_script(art / "qemu.sh", "Boot this scenario by hand, as the harness did "
                       "(add -S -gdb tcp::1234 to attach gdb).",
-                      shlex.join(machine.arguments(vm.serial_log, None)))
+                      shlex.join(machine.arguments(final / vm.serial_log.name, None)))
         with gdbmi.MiSession(opt.gdb, transcript=art / "gdb-mi.log") as gdb:
             gdb.load_elf(machine.kernel)
             # QEMU's long outputs (info tlb) come over QMP here, so gdb's monitor only
@@ -460,7 +511,7 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else "(no serial output)"
 
 
-def _write_artifacts(r: Result, serial: str, fault_text: str) -> str:
+def _write_artifacts(r: Result, art: Path, serial: str, fault_text: str) -> str:
     s, opt = r.scenario, r.options
     variant = s.guest_variant(opt.variant)
     title = f"{r.status} {s.id} (guest {variant}, model {opt.model_variant}) in {r.seconds:.2f}s"
@@ -470,10 +521,10 @@ def _write_artifacts(r: Result, serial: str, fault_text: str) -> str:
                   debug=debug_command(s, opt, "fault" if fault_text else "done"), artifacts=str(_rel(r.artifacts)),
                   serial_tail=serial if (r.error or not r.verdict.ok) else "", fault=fault_text,
                   max_groups=10_000)
-    (r.artifacts / "report.txt").write_text(text + "\n")
-    _write_script(r.artifacts / "gdb.sh", "Reopen this scenario in gdb, stopped after paging_init.",
+    (art / "report.txt").write_text(text + "\n")
+    _write_script(art / "gdb.sh", "Reopen this scenario in gdb, stopped after paging_init.",
                   debug_command(s, opt))
-    (r.artifacts / "result.json").write_text(json.dumps({
+    (art / "result.json").write_text(json.dumps({
         "scenario": s.id, "variant": opt.variant, "model": opt.model_variant,
         "status": r.status, "met_expectation": r.met_expectation, "exit_status": r.exit_status,
         "seconds": round(r.seconds, 3), "timings": {k: round(v, 4) for k, v in r.timings.items()},

@@ -105,3 +105,23 @@ def test_interrupted_check_leaves_nothing(tmp_path, how):
     while leftovers(mark) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert leftovers(mark) == []
+
+
+def test_runs_of_one_scenario_at_once_keep_apart(tmp_path):
+    """Two `check`s from one checkout, and one scenario named twice: each run
+    writes a private directory and publishes it when it ends, so neither reads
+    a log the other deleted; what stays is one whole artifacts directory."""
+    sid = "nopae-pse-pge-128M-poison"
+    args = ["--scenario", sid, "--scenario", sid, "-j", "2"]
+    env, mark = marked_env()
+    procs_ = [subprocess.Popen(CLI + ["check", "--artifacts", str(tmp_path / "art"), *args],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+              for _ in range(2)]
+    outs = [p.communicate(timeout=300)[0] for p in procs_]
+    assert [p.returncode for p in procs_] == [0, 0], "\n".join(outs)
+    assert all("VERDICT: PASS - 2/2 scenarios" in o for o in outs), "\n".join(outs)
+    left = sorted(p.name for p in (tmp_path / "art").iterdir())
+    assert left == [sid], left
+    assert {"report.txt", "serial.log", "before.json", "after.json"} <= \
+        {p.name for p in (tmp_path / "art" / sid).iterdir()}
+    assert leftovers(mark) == []

@@ -29,4 +29,4 @@ def test_nightly_writes_junit_html_and_keeps_failures_only(tmp_path):
     html = (out / "report.html").read_text()
     assert "xen-nopae-16M" in html and "<html" in html.lower()
     # Both passed: --keep-artifacts failed left no scenario directory behind.
-    assert not any((out / "artifacts").glob("*/report.txt"))
+    assert not any((out / "artifacts").rglob("report.txt"))
