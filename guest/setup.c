@@ -15,6 +15,7 @@
 #include "setup.h"
 #include "string.h"
 #include "xen.h"
+#include "work.h"
 
 #ifndef GUEST_VARIANT
 #error "the Makefile names the variant (GUEST_VARIANT)"
@@ -176,6 +177,13 @@ void __stop_point paging_init_done(void)
 	barrier();
 }
 
+/* The "work" snapshot point: APs up, low mappings zapped, probes run, CR3 on
+ * the second pagetable. */
+void __stop_point work_done(void)
+{
+	barrier();
+}
+
 /* hang=early|late: spin for ever (before pagetable_init, or after paging_init_done),
  * so the harness's handling of a guest that never ends can be tested for real. */
 static void __noreturn hang(const char *where)
@@ -276,5 +284,17 @@ void __noreturn setup_arch(void)
 		fault_probe(opts->fault_addr);
 	if (selfcheck())
 		guest_exit(GUEST_EXIT_SELFCHECK);
+
+	/* The tables at work, in the order a kernel uses them after paging_init:
+	 * the APs start through the identity slot, then the low mappings go
+	 * (mem_init / smp_cpus_done), then the first process's pgd_alloc. */
+	if (!xen_start_info)
+		init_apic_mappings();
+	if (opts->smp_cpus > 1)
+		smp_boot_cpus(opts->smp_cpus);
+	zap_low_mappings();
+	run_probes();
+	second_pagetable();
+	work_done();
 	guest_exit(GUEST_EXIT_PASS);
 }
