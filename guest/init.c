@@ -257,7 +257,11 @@ void native_pagetable_setup_start(pgd_t *base)
 void native_pagetable_setup_done(pgd_t *base)
 {
 #ifdef CONFIG_X86_PAE
+#ifdef MUTANT_NO_IDENTITY_SLOT
+	(void)base; /* mutant: slot 0 stays on the zero page, no identity mapping for the APs */
+#else
 	set_pgd(&base[0], base[USER_PTRS_PER_PGD]);
+#endif
 #else
 	(void)base;
 #endif
@@ -298,14 +302,22 @@ void __stop_point pagetable_init(void)
 	vaddr = __fix_to_virt(__end_of_fixed_addresses - 1) & PMD_MASK;
 #endif
 #ifdef PREPATCH
+#ifdef MUTANT_LAZY_FIXMAP_PTE
+	(void)vaddr; /* mutant: no fixmap pte tables at boot (__set_fixmap makes them on demand) */
+#else
 	page_table_range_init(vaddr, 0, pgd_base); /* all the way to 4 GiB */
+#endif
 #else
 #ifdef MUTANT_FIXMAP_END_OFF
 	end = (FIXADDR_TOP + PMD_SIZE) & PMD_MASK; /* mutant: off by one byte */
 #else
 	end = (FIXADDR_TOP + PMD_SIZE - 1) & PMD_MASK;
 #endif
+#ifdef MUTANT_LAZY_FIXMAP_PTE
+	(void)vaddr, (void)end; /* mutant: no fixmap pte tables at boot (__set_fixmap makes them on demand) */
+#else
 	page_table_range_init(vaddr, end, pgd_base);
+#endif
 #endif
 
 	permanent_kmaps_init(pgd_base);
@@ -346,7 +358,12 @@ static void kmap_init(void)
 	unsigned long kmap_vstart = __fix_to_virt(FIX_KMAP_BEGIN);
 #endif
 
+#ifdef MUTANT_LAZY_FIXMAP_PTE
+	(void)kmap_vstart, (void)kmap_get_fixmap_pte;
+	kmap_pte = 0; /* mutant: looked up when first needed, so no pte table is made now */
+#else
 	kmap_pte = kmap_get_fixmap_pte(kmap_vstart);
+#endif
 	kmap_prot = PAGE_KERNEL;
 }
 

@@ -7,6 +7,7 @@
  */
 #include "guest.h"
 #include "paravirt.h"
+#include "processor.h"
 #include "string.h"
 
 struct pv_hook_entry pv_hook_log[PV_HOOK_LOG_MAX];
@@ -23,12 +24,23 @@ static void native_alloc_nop(u32 pfn)
 	(void)pfn; /* real hardware needs no notice of a new table page */
 }
 
+static void native_alloc_pd_clone(u32 pfn, u32 clonepfn, u32 start, u32 count)
+{
+	(void)pfn, (void)clonepfn, (void)start, (void)count;
+}
+
+static void native_activate_mm(pgd_t *pgd)
+{
+	write_cr3(__pa(pgd));
+}
+
 static void native_set_pte(pte_t *ptep, pte_t pte) { native_write_entry(&ptep->pte, pte_val(pte)); }
 static void native_set_pmd(pmd_t *pmdp, pmd_t pmd) { native_write_entry(&pmdp->pmd, pmd_val(pmd)); }
 static void native_set_pgd(pgd_t *pgdp, pgd_t pgd) { native_write_entry(&pgdp->pgd, pgd_val(pgd)); }
 
 const struct paravirt_ops native_paravirt_ops = {
 	.name = "native",
+	.shared_kernel_pmd = true,
 	.pagetable_setup_start = native_pagetable_setup_start,
 	.pagetable_setup_done = native_pagetable_setup_done,
 	.alloc_pt = native_alloc_nop,
@@ -36,6 +48,8 @@ const struct paravirt_ops native_paravirt_ops = {
 	.set_pte = native_set_pte,
 	.set_pmd = native_set_pmd,
 	.set_pgd = native_set_pgd,
+	.alloc_pd_clone = native_alloc_pd_clone,
+	.activate_mm = native_activate_mm,
 };
 
 /* The live table: the chosen backend is copied in before paging_init. */

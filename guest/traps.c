@@ -1,9 +1,11 @@
 /*
  * IDT for the 32 CPU exceptions. Every one ends in exception_report(), which
  * logs vector, EIP, CR2 and error code and exits with GUEST_EXIT_EXCEPTION,
- * so a broken mapping shows up as one clear line instead of a triple fault.
+ * so a broken mapping shows up as one clear line instead of a triple fault,
+ * unless an armed probe expected the fault (entry.S asks probe_fixup first).
  */
 #include "guest.h"
+#include "probes.h" /* struct exception_frame */
 #include "processor.h"
 
 #define KERNEL_CS 0x10
@@ -16,12 +18,6 @@ struct idt_gate {
 	u8 type_attr;
 	u16 offset_high;
 } __attribute__((packed));
-
-struct exception_frame {
-	u32 edi, esi, ebp, esp_at_pushal, ebx, edx, ecx, eax; /* pushal */
-	u32 vector, error_code; /* pushed by the stub (error code: by the CPU or a dummy 0) */
-	u32 eip, cs, eflags;    /* pushed by the CPU */
-};
 
 extern const u32 exception_stubs[32];
 static struct idt_gate idt[32] __aligned(8);

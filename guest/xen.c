@@ -87,11 +87,48 @@ static void xen_alloc_pt(u32 pfn)
 	make_lowmem_page_readonly((unsigned long)pfn << PAGE_SHIFT); /* before it is linked */
 }
 
-/* The pmd (PAE) / pgd page is made read-only by the code that allocated it. */
+/*
+ * PAE: a pmd page, announced and made read-only before the caller links it
+ * (2.6.23's xen_alloc_pd makes it read-only too). 2-level: swapper_pg_dir,
+ * which pagetable_setup_start announces first and fills after, so it makes
+ * it read-only itself once the copy is done.
+ */
 static void xen_alloc_pd(u32 pfn)
 {
 	xen_mc_flush();
 	hyp_announce(pfn, HYP_TABLE_PMD);
+#ifdef CONFIG_X86_PAE
+	make_lowmem_page_readonly((unsigned long)pfn << PAGE_SHIFT);
+#endif
+}
+
+/* pgd_alloc's 2-level pgd, its kernel entries already copied (a plain write:
+ * not a table yet): from now on a table, so announced and read-only. */
+static void xen_alloc_pd_clone(u32 pfn, u32 clonepfn, u32 start, u32 count)
+{
+	(void)clonepfn, (void)start, (void)count;
+	xen_mc_flush();
+	hyp_announce(pfn, HYP_TABLE_PMD);
+	make_lowmem_page_readonly((unsigned long)pfn << PAGE_SHIFT);
+}
+
+/*
+ * The second pagetable becomes the CPU's (2.6.23: xen_activate_mm pins, then
+ * the CR3 load is MMUEXT_NEW_BASEPTR). A PAE root is never announced, so it
+ * is made read-only here; a 2-level one already is (alloc_pd_clone). Pinning
+ * makes the hypervisor validate the new tree before the CPU may use it.
+ */
+static void xen_activate_mm(pgd_t *pgd)
+{
+	u32 pfn = __pa(pgd) >> PAGE_SHIFT;
+
+	xen_mc_flush();
+#ifdef CONFIG_X86_PAE
+	make_lowmem_page_readonly(__pa(pgd));
+#endif
+	pv_hook_log_add(PV_HOOK_PIN, pfn);
+	hyp_pin(pfn);
+	hyp_new_baseptr(__pa(pgd));
 }
 
 /* During setup: rewriting a present leaf keeps its RW bit, so the leaves of
@@ -149,8 +186,7 @@ static void xen_pagetable_setup_start(pgd_t *base)
 		if (pgd_val(old[i]) & _PAGE_PRESENT) {
 			pmd_t *pmd = alloc_bootmem_low_pages(PAGE_SIZE);
 			memcpy(pmd, __va((unsigned long)pgd_val(old[i]) & PAGE_MASK), PAGE_SIZE);
-			paravirt_alloc_pd(__pa(pmd) >> PAGE_SHIFT);
-			make_lowmem_page_readonly(__pa(pmd));
+			paravirt_alloc_pd(__pa(pmd) >> PAGE_SHIFT); /* also makes it read-only */
 			set_pgd(&base[i], __pgd(__pa(pmd) | _PAGE_PRESENT));
 		} else {
 			set_pgd(&base[i], __pgd(0));
@@ -210,6 +246,7 @@ static void xen_pagetable_setup_done(pgd_t *base)
 
 const struct paravirt_ops xen_paravirt_ops = {
 	.name = "xen",
+	.shared_kernel_pmd = false,
 	.pagetable_setup_start = xen_pagetable_setup_start,
 	.pagetable_setup_done = xen_pagetable_setup_done,
 	.alloc_pt = xen_alloc_pt,
@@ -217,6 +254,8 @@ const struct paravirt_ops xen_paravirt_ops = {
 	.set_pte = xen_set_pte_init,
 	.set_pmd = xen_set_pmd,
 	.set_pgd = xen_set_pgd,
+	.alloc_pd_clone = xen_alloc_pd_clone,
+	.activate_mm = xen_activate_mm,
 };
 
 /*

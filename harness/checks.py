@@ -20,8 +20,8 @@ import bisect
 from dataclasses import dataclass, field
 from typing import Iterable
 
-from . import bootstate, records, x86
-from .scenarios import AUDIT, EXCEPTION, FIXMAP_ENTRIES, PASS, PVBUGS, UNSUPPORTED, Scenario
+from . import bootstate, fixmap, records, x86
+from .scenarios import AUDIT, EXCEPTION, PASS, PVBUGS, UNSUPPORTED, Scenario
 from .snapshot import Snapshot
 from .walker import CpuState, Range, TablePage
 
@@ -29,7 +29,8 @@ ADDR_MASK_PAE = 0x000FFFFFFFFFF000
 ADDR_MASK_2L = 0xFFFFF000
 VA_TOP = 1 << 32
 
-CHECKS = ("boot", "model", "invariants", "hypervisor", "oracle", "content", "guest")
+CHECKS = ("boot", "model", "invariants", "hypervisor", "oracle", "content", "work", "smp", "probes",
+          "guest")
 
 
 @dataclass(frozen=True)
@@ -278,7 +279,6 @@ def _page_span(pages: list[int]) -> str:
 # --------------------------------------------------------------------------------------
 # Layer 2: invariants stated from the spec
 # --------------------------------------------------------------------------------------
-FIX_PARAVIRT_BOOTMAP = 15  # docs/xen.md: the shared-info page's fixmap slot
 VMALLOC_RESERVE = 128 << 20
 
 
@@ -322,9 +322,9 @@ class SpecLayout:
         max_pfn = ram >> x86.PAGE_SHIFT
         maxmem = VA_TOP - x86.PAGE_OFFSET - (VMALLOC_RESERVE + reserve)
         top = (VA_TOP - reserve - x86.PAGE_SIZE) if reserve else 0xFFFFF000
-        fix_start = (top - ((FIXMAP_ENTRIES - 1) << x86.PAGE_SHIFT)) & geo.pmd_mask
+        fix_start = (top - ((fixmap.END - 1) << x86.PAGE_SHIFT)) & geo.pmd_mask
         fix_end = (top + geo.pmd_size - 1) & ~(geo.pmd_size - 1)  # may reach 1 << 32
-        boot_start = top - (FIXMAP_ENTRIES << x86.PAGE_SHIFT)
+        boot_start = top - (fixmap.END << x86.PAGE_SHIFT)
         pkmap = (boot_start - x86.PAGE_SIZE * (geo.last_pkmap + 1)) & geo.pmd_mask
         return cls(pae=s.pae, pse=pse, pge=pge, nx_active=s.nx_active, max_pfn=max_pfn,
                    max_low_pfn=min(max_pfn, maxmem >> x86.PAGE_SHIFT), fixaddr_top=top,
@@ -490,7 +490,7 @@ def check_invariants(s: Scenario, layout: SpecLayout, swapper_pa: int, after: Sn
                 span=r.va + r.size - lo, count=(r.va + r.size - lo) // r.page_size)
 
     # Nothing mapped beyond what the spec maps; low mappings are identity (none under Xen).
-    shared_va = layout.fix_to_virt(FIX_PARAVIRT_BOOTMAP) if xen else None
+    shared_va = layout.fix_to_virt(fixmap.FIX_PARAVIRT_BOOTMAP) if xen else None
     for r in ranges:
         level = "pte" if r.page_size == x86.PAGE_SIZE else large_level
         for lo, hi in ((r.va, min(r.va + r.size, x86.PAGE_OFFSET)),
@@ -570,7 +570,6 @@ def check_invariants(s: Scenario, layout: SpecLayout, swapper_pa: int, after: Sn
     return out
 
 
-FIX_KMAP_BEGIN = 2  # docs/guest-contract.md: kmap_pte is the PTE of this fixmap slot
 CPU_FEATURE_BITS = {"pse": 0, "pge": 1, "pae": 2, "nx": 3}  # guest_cpu_features
 
 
@@ -587,7 +586,7 @@ def check_variables(s: Scenario, layout: SpecLayout, after: Snapshot) -> list[Fi
             "max_pfn": layout.max_pfn, "max_low_pfn": layout.max_low_pfn,
             "nx_enabled": int(layout.nx_active),
             "guest_cpu_features": sum(1 << b for k, b in CPU_FEATURE_BITS.items() if features[k])}
-    kmap = _pte_va(after, layout.fix_to_virt(FIX_KMAP_BEGIN))
+    kmap = _pte_va(after, layout.fix_to_virt(fixmap.FIX_KMAP_BEGIN))
     if kmap is not None:
         want["kmap_pte"] = kmap
     out = []
@@ -853,6 +852,7 @@ class Verdict:
     findings: list[Finding] = field(default_factory=list)
     ran: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
+    figures: dict[str, str] = field(default_factory=dict)  # check -> what it measured
 
     def failed_rules(self) -> frozenset[tuple[str, str]]:
         return frozenset((f.check, f.rule) for f in self.findings)

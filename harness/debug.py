@@ -19,7 +19,7 @@ import pexpect
 from . import qemu, runner
 from .scenarios import Scenario
 
-POINTS = ("entry", "done", "fault")
+POINTS = ("entry", "done", "work", "fault")
 PROMPT = r"\(gdb\) "
 
 
@@ -71,8 +71,7 @@ def debug(s: Scenario, opt: runner.RunOptions, at: str = "done", *,
     kernel = runner.kernel_path(s, opt)
     art = runner.artifacts_dir(s, opt) / "debug"
     art.mkdir(parents=True, exist_ok=True)
-    machine = qemu.Machine(kernel=kernel, memory=s.memory_arg, cpu=s.cpu_flags, append=s.append,
-                           accel=opt.accel, qemu=opt.qemu)
+    machine = runner.machine_for(s, opt, kernel)
     with qemu.QemuProcess(machine, art) as vm:
         argv = gdb_argv(s, opt, at, kernel, vm.gdb_endpoint)
         parent = os.getpid()

@@ -1,7 +1,8 @@
 """The `pt` commands, loaded into an interactive gdb by `ptharness debug`.
 
-    pt walk             the address space as merged ranges
-    pt va ADDR          the walk of one address, level by level
+    pt walk [--cr3 A]   the address space as merged ranges (from CR3, or from root A)
+    pt va ADDR [--cr3 A]  the walk of one address, level by level
+    pt cpus             every vCPU's registers and the guest's per-CPU record
     pt diff             the tables now against the model of the "before" snapshot,
                         with the invariants: the report's wording and ranges
     pt snapshot FILE    write the current state as a snapshot (JSON)
@@ -70,8 +71,11 @@ class _Session:
         self.target = _Target()
         self.before: Snapshot | None = None
 
-    def snapshot(self, label: str) -> tuple[Snapshot, walker.Walk]:
+    def snapshot(self, label: str, cr3: int | None = None) -> tuple[Snapshot, walker.Walk]:
+        """The tables now: from CR3, or from `cr3` with the CPU's other registers."""
         regs = self.target.registers(["cr0", "cr3", "cr4", "efer", "eip"])
+        if cr3 is not None:
+            regs["cr3"] = cr3
         cpu = walker.CpuState(cr0=regs["cr0"], cr3=regs["cr3"], cr4=regs["cr4"], efer=regs["efer"])
         w = walker.walk(_Memory(self.target), cpu)
         guest = records.read(self.target.read_physical, self.image.symbols)
@@ -101,7 +105,7 @@ def _stop_at(symbol: str) -> bool:
 
 
 class PtPrefix(gdb.Command):
-    """ptharness commands: pt walk, pt va ADDR, pt diff, pt snapshot FILE, pt where."""
+    """ptharness commands: pt walk, pt va ADDR, pt cpus, pt diff, pt snapshot FILE, pt where."""
 
     def __init__(self):
         super().__init__("pt", gdb.COMMAND_USER, prefix=True)
@@ -120,26 +124,44 @@ class PtStart(gdb.Command):
             print("ptharness: the guest ended before pagetable_init (see the serial log)")
             return
         s.before, _ = s.snapshot("before")
-        target = {"entry": None, "done": "paging_init_done", "fault": "exception_report"}[s.at]
+        target = {"entry": None, "done": "paging_init_done", "work": "work_done",
+                  "fault": "exception_report"}[s.at]
         if target is not None and not _stop_at(target):
             print(f"ptharness: the guest exited before {target}")
             return
         where = {"entry": "pagetable_init entry (the before snapshot)",
                  "done": "paging_init_done (paging_init returned)",
+                 "work": "work_done (APs up, low mappings zapped, CR3 on the second pagetable)",
                  "fault": "exception_report (the guest took an exception)"}[s.at]
         print(f"ptharness: {s.scenario.id} (guest {s.scenario.guest_variant(s.opt.variant)}) "
               f"stopped at {where}")
-        print("ptharness: pt walk | pt va ADDR | pt diff | pt snapshot FILE | pt where")
+        print("ptharness: pt walk [--cr3 A] | pt va ADDR | pt cpus | pt diff | pt snapshot FILE "
+              "| pt where")
+
+
+def _split_cr3(arg: str, usage: str) -> tuple[str, int | None]:
+    """`... --cr3 EXPR`: the rest of the arguments and the root asked for."""
+    words = arg.split()
+    if "--cr3" not in words:
+        return arg, None
+    i = words.index("--cr3")
+    if i + 1 >= len(words):
+        raise gdb.GdbError(f"usage: {usage}")
+    root = int(gdb.parse_and_eval(words[i + 1])) & 0xFFFFFFFF
+    return " ".join(words[:i] + words[i + 2:]), root
 
 
 class PtWalk(gdb.Command):
-    """The address space the CPU uses now, as merged ranges."""
+    """pt walk [--cr3 ADDR]: the address space the CPU uses now, as merged ranges;
+    with --cr3, the one rooted at ADDR (another CPU's CR3, the second pagetable's
+    root from `pt cpus`), walked in the current paging mode."""
 
     def __init__(self):
         super().__init__("pt walk", gdb.COMMAND_USER)
 
     def invoke(self, arg, from_tty):
-        snap, w = _session().snapshot("now")
+        _, root = _split_cr3(arg, "pt walk [--cr3 ADDR]")
+        snap, w = _session().snapshot("now", root)
         print(report.format_cpu(w.cpu))
         if not w.cpu.paging:
             print("paging is off")
@@ -157,12 +179,45 @@ class PtVa(gdb.Command):
         super().__init__("pt va", gdb.COMMAND_USER)
 
     def invoke(self, arg, from_tty):
+        arg, root = _split_cr3(arg, "pt va ADDR [--cr3 ROOT]")
         if not arg.strip():
-            raise gdb.GdbError("usage: pt va ADDR (e.g. pt va 0xc0100000)")
+            raise gdb.GdbError("usage: pt va ADDR [--cr3 ROOT] (e.g. pt va 0xc0100000)")
         va = int(gdb.parse_and_eval(arg)) & 0xFFFFFFFF
         s = _session()
-        _, w = s.snapshot("now")
+        _, w = s.snapshot("now", root)
         print("\n".join(report.format_va_walk(w, _Memory(s.target), va)))
+
+
+class PtCpus(gdb.Command):
+    """Every vCPU (gdb thread): its control registers and EIP, and the guest's
+    own per-CPU record (state, APIC id, fault) when it has one."""
+
+    def __init__(self):
+        super().__init__("pt cpus", gdb.COMMAND_USER)
+
+    def invoke(self, arg, from_tty):
+        s = _session()
+        state = records.read(s.target.read_physical, s.image.symbols)
+        recs = state.get("cpus") or []
+        pgd2 = (state.get("pgd2") or {}).get("root_pa")
+        current = gdb.selected_thread()
+        try:
+            for i, t in enumerate(sorted(gdb.selected_inferior().threads(), key=lambda t: t.num)):
+                t.switch()
+                r = s.target.registers(["cr0", "cr3", "cr4", "efer", "eip"])
+                line = (f"thread {t.num} (CPU {i}): cr0={r['cr0']:#x} cr3={r['cr3']:#x} "
+                        f"cr4={r['cr4']:#x} efer={r['efer']:#x} eip={r['eip']:#x}")
+                if i < len(recs) and recs[i]["state"]:
+                    rec = recs[i]
+                    line += f"; record: {records.CPU_STATES.get(rec['state'], rec['state'])}"
+                    if rec["state"] == 3:
+                        line += (f" vector {rec['fault_vector']} eip {rec['fault_eip']:#x} "
+                                 f"cr2 {rec['fault_cr2']:#x} error {rec['fault_error']:#x}")
+                print(line)
+        finally:
+            current.switch()
+        if pgd2:
+            print(f"second pagetable: root {pgd2:#x} (pt walk --cr3 {pgd2:#x})")
 
 
 class PtDiff(gdb.Command):
@@ -220,6 +275,6 @@ class PtWhere(gdb.Command):
 def install(scenario_id: str, variant: str, model_variant: str, kernel: str, at: str) -> None:
     global SESSION
     SESSION = _Session(scenario_id, variant, model_variant, kernel, at)
-    for cmd in (PtPrefix, PtStart, PtWalk, PtVa, PtDiff, PtSnapshot, PtWhere):
+    for cmd in (PtPrefix, PtStart, PtWalk, PtVa, PtCpus, PtDiff, PtSnapshot, PtWhere):
         cmd()
 

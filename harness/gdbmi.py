@@ -483,15 +483,24 @@ class MiSession:
             self._reg_numbers = {n: i for i, n in enumerate(names) if n}
         return self._reg_numbers
 
-    def registers(self, names: list[str]) -> dict[str, int]:
+    def threads(self) -> list[dict]:
+        """gdb's threads; QEMU's stub shows each vCPU as one (target-id `Thread 1.N
+        (CPU#N-1 [state])`), in CPU order."""
+        rec = self.command("-thread-info")
+        return sorted(rec["payload"].get("threads", []), key=lambda t: int(t["id"]))
+
+    def registers(self, names: list[str], thread: str | None = None) -> dict[str, int]:
         """Register values as integers (gdb shows cr0/cr3/cr4/efer as flag
-        sets; the `x` format gives the number). One MI round trip."""
+        sets; the `x` format gives the number). One MI round trip; `thread`: a
+        gdb thread id (a vCPU), default the current one."""
         numbers = self._register_numbers()
         missing = [n for n in names if n not in numbers]
         if missing:
             raise MiError(f"the target has no register {', '.join(missing)} "
                           f"(it has: {' '.join(sorted(numbers))})")
-        rec = self.command("-data-list-register-values x " + " ".join(str(numbers[n]) for n in names))
+        which = f"--thread {int(thread)} " if thread is not None else ""
+        rec = self.command(f"-data-list-register-values {which}x "
+                           + " ".join(str(numbers[n]) for n in names))
         by_number = {int(v["number"]): v["value"] for v in rec["payload"]["register-values"]}
         out = {}
         for n in names:

@@ -25,7 +25,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
-from . import records, x86
+from . import fixmap, records, x86
 from .elf import ElfError, KernelImage
 from .snapshot import Snapshot
 from .walker import CpuState, ImageMemory
@@ -38,12 +38,12 @@ VMALLOC_RESERVE_DEFAULT = 128 << 20
 HOOK_ALLOC_PD = 1
 HOOK_ALLOC_PT = 2
 HOOK_PIN = 3
+HOOK_ALLOC_PD_CLONE = 4  # pgd_alloc's paravirt_alloc_pd_clone (non-PAE)
 
 # The Xen-like case (docs/xen.md), by build (PAE?).
 XEN_HYPERVISOR_VIRT_START = {False: 0xFC000000, True: 0xF5800000}
 XEN_START_INFO_MAGIC = 0x584E4558  # "XENX"
 XEN_START_INFO_FIELDS = records.START_INFO_FIELDS  # the contract's layout, one place
-FIX_PARAVIRT_BOOTMAP = 15  # fixmap slot of the shared-info page (CONFIG_PARAVIRT enum)
 
 # Kernel-side mutants of the Xen-like backend (KernelConfig.pvbug, docs/model.md):
 #   writable-pt     alloc_pt skips "make read-only" for the first PTE page it is given
@@ -112,7 +112,7 @@ class KernelConfig:
     mem_limit: int | None = None  # mem=, bytes
     reservetop: int = 0  # reservetop=, bytes
     noexec_off: bool = False  # noexec=off
-    fixmap_entries: int = 32  # __end_of_fixed_addresses
+    fixmap_entries: int = fixmap.END  # __end_of_fixed_addresses
     pvbug: str | None = None  # pv=xen only: one of PVBUGS, a mutant of the Xen-like backend
 
     def __post_init__(self) -> None:
@@ -293,6 +293,30 @@ class Prediction:
         return self.layout.geometry.entry_size
 
 
+@dataclass
+class WorkPrediction:
+    """The tables at work_done, predicted from the state at paging_init_done:
+    the kernel mapped the local APIC (natively), zapped the low mappings of
+    swapper_pg_dir, built a second pagetable with pgd_alloc, switched CR3 to it,
+    then set a fixmap slot and a kmap that both pagetables must see
+    (kernel-facts §8-9)."""
+
+    memory: ImageMemory
+    cpu: CpuState                 # CR3 on the second pagetable
+    swapper_cpu: CpuState         # the same registers, CR3 on swapper_pg_dir
+    pgd2_root: int
+    allocations: list[int]        # the work phase's, in hand-out order
+    hook_log: list[tuple[int, int]]  # the whole log: pagetable_init's, then the work phase's
+    roles: dict[int, str]
+    fix_va: int                   # the late fixmap slot and the frame it maps
+    fix_pa: int
+    kmap_va: int                  # the kmap of the first highmem page (0: no highmem)
+    kmap_pa: int
+    mmu_updates: int = 0          # pv=xen: the work phase's hypercalls
+    pins: int = 0
+    hypervisor_flags: list[Violation] = field(default_factory=list)  # the work phase's
+
+
 # ---------------------------------------------------------------------------------------------
 # Paravirt backends
 # ---------------------------------------------------------------------------------------------
@@ -324,6 +348,7 @@ class NativeBackend:
     same two points (docs/xen.md); there they hold 2.6.21's inline code."""
 
     name = "native"
+    shared_kernel_pmd = True  # SHARED_KERNEL_PMD: a new pgd links swapper's kernel PMD page
 
     def check_entry_state(self, k: "Kernel", before: Snapshot) -> None:
         cpu = before.cpu
@@ -355,6 +380,12 @@ class NativeBackend:
 
     def alloc_pt(self, k: "Kernel", pfn: int) -> None:
         pass
+
+    def alloc_pd_clone(self, k: "Kernel", pfn: int) -> None:
+        pass
+
+    def activate_mm(self, k: "Kernel", pgd: int) -> None:
+        k.load_cr3(pgd)
 
     def set_pgd(self, k: "Kernel", addr: int, val: int) -> None:
         k.store(addr, val)
@@ -401,6 +432,7 @@ class XenHypervisor:
         self.va_base: dict[int, int] = {}  # frame -> first VA it covers, where known
         self.flags: list[Violation] = []
         self.roots: set[int] = set()
+        self.validated: set[int] = set()  # frames an earlier pin checked (not checked again)
         self.mmu_updates = 0  # hyp_mmu_update calls received, performed or refused
         self.pins = 0  # hyp_pin calls
         root = k.cr3 & PAGE_MASK
@@ -468,6 +500,14 @@ class XenHypervisor:
         pmd = value & PAGE_MASK
         return all(self.k.peek(pmd + i * 8) == v for i, v in self.area_entries.items())
 
+    def _empty_readonly(self, frame: int) -> bool:
+        """Fit to be a new, empty PMD page: mapped read-only, no entry present."""
+        entry = self.k.leaf_entry(x86.PAGE_OFFSET + frame)
+        if entry is None or self.k.peek(entry) & x86.RW:
+            return False
+        page = self.k.mem.pages.get(frame)
+        return page is None or not any(e & x86.PRESENT for e in struct.unpack_from("<512Q", page))
+
     def _linear_writable(self, frame: int, root: int | None = None) -> tuple[bool, int]:
         entry = self.k.leaf_entry(x86.PAGE_OFFSET + frame, root)
         if entry is None:
@@ -499,7 +539,9 @@ class XenHypervisor:
                                    self._va(frame, level, idx))
                 else:
                     va = self.va_base[target] = self._va(frame, level, idx)
-                    if target not in self.tables:
+                    if target not in self.tables and level == "pdpt" and self._empty_readonly(target):
+                        self.tables[target] = "pmd"  # Xen's L2 validation takes it (the zap's zero page)
+                    elif target not in self.tables:
                         self._flag(UNANNOUNCED_TABLE, entry_pa, value, target, va)
                     elif self._linear_writable(target)[0]:
                         self._flag(WRITABLE_TABLE, entry_pa, value, target, va)
@@ -545,10 +587,13 @@ class XenHypervisor:
         self.k.load_cr3(pa)
 
     def pin(self, pfn: int) -> None:
-        """hyp_pin: validate the whole tree (flags only; pinning changes no entry)."""
+        """hyp_pin: validate the tree (flags only; pinning changes no entry). A frame
+        an earlier pin validated keeps its type and is not looked at again: a second
+        pagetable shares the kernel's PTE pages with the first."""
         k, g = self.k, self.k.g
         self.pins += 1
         root = pfn << x86.PAGE_SHIFT
+        self.tables[root] = "pdpt" if self.pae else "pgd"  # pinning types a fresh root
         frames = [root]
         pmds = [root]
         if self.pae:
@@ -560,28 +605,44 @@ class XenHypervisor:
                 e = k.peek(pmd + i * k.es)
                 if e & x86.PRESENT and not e & x86.PSE:
                     frames.append(e & PAGE_MASK)
-        for frame in dict.fromkeys(frames):
+        frames = list(dict.fromkeys(frames))
+        for frame in frames:
+            if frame in self.validated:
+                continue
             writable, leaf = self._linear_writable(frame, root)
             if writable:
                 self._flag(WRITABLE_TABLE, 0, leaf, frame, x86.PAGE_OFFSET + frame)
+        self._pin_check_area(root)
+        self.validated.update(frames)
+
+    def _pin_check_area(self, root: int) -> None:
+        """Pin-time kind 2: the area entries of the tree, then PTE pages A and B, as
+        built -- each only if no earlier pin validated it."""
+        k = self.k
         area, level = root, "pgd"
         if self.pae:
             slot_pa = root + (self.hvs >> 30) * 8
             slot = k.peek(slot_pa)
             if not slot & x86.PRESENT:  # the whole area is gone
-                self._flag(HYP_AREA_WRITE, slot_pa, slot, root, self.hvs & ~((1 << 30) - 1))
+                if root not in self.validated:
+                    self._flag(HYP_AREA_WRITE, slot_pa, slot, root, self.hvs & ~((1 << 30) - 1))
                 return
             area, level = slot & PAGE_MASK, "pmd"
-        for i, built in self.area_entries.items():
-            found = k.peek(area + i * k.es)
-            if found != built:
-                self._flag(HYP_AREA_WRITE, area + i * k.es, found, area, self._va(area, level, i))
+        if area not in self.validated:
+            for i, built in self.area_entries.items():
+                found = k.peek(area + i * k.es)
+                if found != built:
+                    self._flag(HYP_AREA_WRITE, area + i * k.es, found, area,
+                               self._va(area, level, i))
         for page, built in self.area_pages.items():
+            if page in self.validated:
+                continue
             now = bytes(k.mem.pages.get(page, bytes(x86.PAGE_SIZE)))
             for i in range(0, x86.PAGE_SIZE, k.es):
                 if now[i:i + k.es] != built[i:i + k.es]:
                     self._flag(HYP_AREA_WRITE, page + i, k.peek(page + i), page,
                                self._va(page, "pte", i // k.es))
+            self.validated.add(page)  # looked at, in the tree or not
 
 
 class XenBackend:
@@ -591,6 +652,7 @@ class XenBackend:
     bit of a present entry.  KernelConfig.pvbug selects one of the mutants (PVBUGS)."""
 
     name = "xen"
+    shared_kernel_pmd = False  # SHARED_KERNEL_PMD is 0 under Xen (kernel-facts §9)
 
     def __init__(self) -> None:
         self.hyp: XenHypervisor | None = None
@@ -627,6 +689,22 @@ class XenBackend:
         self.pvbug = k.config.pvbug
         self.hyp = XenHypervisor(k)
 
+    def resume_at_work(self, k: "Kernel", before: Snapshot) -> None:
+        """Pick up at paging_init_done. The hypervisor's area is as it built it
+        (the start-of-day tables of `before`); it knows the tree the kernel
+        pinned as it stands now, every frame of it validated by that pin;
+        set_pte is in its run-time form and the mutants have acted."""
+        self.start_info = xen_start_info(before)
+        self.pvbug = k.config.pvbug
+        hyp = XenHypervisor(Kernel(k.config, k.layout, before, self))  # the area as built
+        hyp.k, hyp.tables, hyp.va_base, hyp.roots = k, {}, {}, set()
+        hyp._learn_tree(k.cr3 & PAGE_MASK)
+        hyp.flags = []  # what the first pin found is pagetable_init's record
+        hyp.validated = set(hyp.tables) | set(hyp.area_pages)
+        self.hyp = hyp
+        self.runtime = True
+        self.pt_pages_given = 1 << 30
+
     # -- kernel-side helpers -------------------------------------------------------------------
     def make_readonly(self, k: "Kernel", pa: int) -> None:
         """Clear RW in the frame's linear-map leaf (found through the current tables)
@@ -648,8 +726,7 @@ class XenBackend:
                 if slot & x86.PRESENT:
                     pmd = k.alloc_bootmem_low_pages(f"pmd copy of the hypervisor's pgd[{i}]")
                     k.copy_page(slot & PAGE_MASK, pmd)  # the PTE pages stay shared
-                    k.paravirt_alloc_pd(pmd >> x86.PAGE_SHIFT)
-                    self.make_readonly(k, pmd)
+                    k.paravirt_alloc_pd(pmd >> x86.PAGE_SHIFT)  # also makes it read-only
                     k.set_pgd(base + i * 8, pmd | x86.PRESENT)
                 else:
                     k.set_pgd(base + i * 8, 0)
@@ -663,15 +740,32 @@ class XenBackend:
 
     def pagetable_setup_done(self, k: "Kernel", base: int) -> None:
         self.runtime = True
-        k.set_fixmap(FIX_PARAVIRT_BOOTMAP, self.start_info["shared_info"], k.page_kernel)
+        k.set_fixmap(fixmap.FIX_PARAVIRT_BOOTMAP, self.start_info["shared_info"], k.page_kernel)
         k.hook_log.append((HOOK_PIN, base >> x86.PAGE_SHIFT))
         self.hyp.pin(base >> x86.PAGE_SHIFT)
         # No low identity mapping: the native setup_done's slot-0 copy does not happen.
 
     def alloc_pd(self, k: "Kernel", pfn: int) -> None:
-        # Made read-only by the code that allocated it (setup_start does; 2.6.21's
-        # one_md_table_init does not).
+        # PAE: a PMD page, announced and made read-only before the caller links it.
+        # 2-level: swapper_pg_dir, which setup_start fills first and then makes
+        # read-only itself.
         self.hyp.announce(pfn, "pmd" if k.g.ptrs_per_pmd > 1 else "pgd")
+        if k.g.ptrs_per_pmd > 1:
+            self.make_readonly(k, pfn << x86.PAGE_SHIFT)
+
+    def alloc_pd_clone(self, k: "Kernel", pfn: int) -> None:
+        # pgd_alloc's 2-level pgd, its kernel entries copied: now a table.
+        self.hyp.announce(pfn, "pgd")
+        self.make_readonly(k, pfn << x86.PAGE_SHIFT)
+
+    def activate_mm(self, k: "Kernel", pgd: int) -> None:
+        """Pin the new tree, then the CR3 load through the hypervisor (a PAE root
+        is never announced: it is made read-only here)."""
+        if k.g.ptrs_per_pmd > 1:
+            self.make_readonly(k, pgd)
+        k.hook_log.append((HOOK_PIN, pgd >> x86.PAGE_SHIFT))
+        self.hyp.pin(pgd >> x86.PAGE_SHIFT)
+        self.hyp.new_baseptr(pgd)
 
     def alloc_pt(self, k: "Kernel", pfn: int) -> None:
         self.pt_pages_given += 1
@@ -992,6 +1086,74 @@ class Kernel:
     def pmd_none(val: int) -> bool:
         return (val & MASK32) == 0  # only the low word counts, even in PAE
 
+    # -- after paging_init: the tables at work ---------------------------------------------
+    def init_apic_mappings(self) -> None:
+        """Natively the local APIC goes to FIX_APIC_BASE, uncached (PAGE_KERNEL_NOCACHE)."""
+        self.set_fixmap(fixmap.FIX_APIC_BASE, fixmap.APIC_PHYS, self.page_kernel | x86.PCD)
+
+    def zap_low_mappings(self) -> None:
+        """The user slots of swapper_pg_dir: PAE back to the zero page, else empty."""
+        g, base = self.g, self.layout.swapper_pg_dir
+        value = self.layout.empty_zero_page | x86.PRESENT if g.ptrs_per_pmd > 1 else 0
+        for i in range(g.user_ptrs_per_pgd):
+            self.set_pgd(base + i * self.es, value)
+        # flush_tlb_all(): no table changes
+
+    def pgd_alloc(self) -> int:
+        """A second pagetable sharing the kernel's PTE pages (2.6.22/2.6.23).
+        Non-PAE: the kernel PDEs copied. PAE with SHARED_KERNEL_PMD (native): the
+        kernel PDPT slot copied, so the kernel PMD page is shared, and a fresh PMD
+        page per user slot. PAE without (Xen): a PMD page for every slot, the
+        kernel one a copy of swapper's, so only the PTE pages are shared."""
+        g, es, swapper = self.g, self.es, self.layout.swapper_pg_dir
+        pgd = self.alloc_bootmem_low_pages("second pagetable's pgd")
+        kernel = g.user_ptrs_per_pgd
+        shared = self.backend.shared_kernel_pmd
+        if g.ptrs_per_pmd == 1 or shared:
+            # pgd_ctor: clone_pgd_range, a memcpy of the kernel entries
+            count = g.ptrs_per_pgd - kernel
+            self.write_run(pgd + kernel * es, list(self.read_run(swapper + kernel * es, count)))
+        if g.ptrs_per_pmd == 1:
+            self.hook_log.append((HOOK_ALLOC_PD_CLONE, pgd >> x86.PAGE_SHIFT))
+            self.backend.alloc_pd_clone(self, pgd >> x86.PAGE_SHIFT)
+            return pgd
+        for i in range(kernel if shared else g.ptrs_per_pgd):
+            pmd = self.alloc_bootmem_low_pages(f"second pagetable's pmd for slot {i}")
+            if i >= kernel:  # pmd_cache_alloc: the kernel slot's is a copy of swapper's
+                self.copy_page(self.load(swapper + i * es) & PAGE_MASK, pmd)
+            self.paravirt_alloc_pd(pmd >> x86.PAGE_SHIFT)
+            self.set_pgd(pgd + i * es, pmd | x86.PRESENT)
+        return pgd
+
+    def kmap_first_highmem(self) -> tuple[int, int]:
+        """kmap() of the page at max_low_pfn into PKMAP slot 0; (va, pa), or (0, 0)."""
+        lay = self.layout
+        if lay.max_pfn <= lay.max_low_pfn:
+            return 0, 0
+        self.set_pte(self.pkmap_page_table, self.pfn_pte(lay.max_low_pfn, self.page_kernel))
+        return lay.pkmap_base, lay.max_low_pfn << x86.PAGE_SHIFT
+
+    def work_phase(self, text_pa: int) -> WorkPrediction:
+        """setup_arch after the self-check, up to work_done (docs/guest-contract.md)."""
+        start_allocs = len(self.allocations)
+        if self.config.pv == "native":
+            self.init_apic_mappings()
+        self.zap_low_mappings()
+        pgd2 = self.pgd_alloc()
+        swapper_cpu = CpuState(cr0=self.cr0, cr3=self.cr3, cr4=self.cr4, efer=self.efer)
+        self.backend.activate_mm(self, pgd2)
+        self.set_fixmap(fixmap.FIX_VDSO, text_pa, self.page_kernel)
+        kmap_va, kmap_pa = self.kmap_first_highmem()
+        mmu_updates, pins = self.backend.hypercall_counts()
+        return WorkPrediction(
+            memory=self.mem, cpu=CpuState(cr0=self.cr0, cr3=self.cr3, cr4=self.cr4, efer=self.efer),
+            swapper_cpu=swapper_cpu, pgd2_root=pgd2,
+            allocations=self.allocations[start_allocs:], hook_log=list(self.hook_log),
+            roles={a: self.roles[a] for a in self.allocations[start_allocs:]},
+            fix_va=self.layout.fix_to_virt(fixmap.FIX_VDSO), fix_pa=text_pa,
+            kmap_va=kmap_va, kmap_pa=kmap_pa, mmu_updates=mmu_updates, pins=pins,
+            hypervisor_flags=self.backend.hypervisor_flags())
+
     # -- arch/i386/mm/init.c -------------------------------------------------------------------
     def one_md_table_init(self, pgd: int) -> int:
         """The pmd table of a pgd entry (2-level: the pgd entry itself)."""
@@ -1248,6 +1410,34 @@ def predict(before: Snapshot, config: KernelConfig, image: KernelImage) -> Predi
         pkmap_page_table=k.pkmap_page_table, hypervisor_tables=backend.hypervisor_tables(),
         hypervisor_flags=backend.hypervisor_flags(), mmu_updates=mmu_updates, pins=pins,
         bug=bug)
+
+
+def predict_work(before: Snapshot, after: Snapshot, config: KernelConfig,
+                 image: KernelImage) -> WorkPrediction:
+    """Run what follows paging_init up to work_done over the state at
+    paging_init_done. Each phase is predicted from the state observed at its
+    start, so a wrong pagetable_init is reported once, by the model check,
+    and the work phase is judged on its own."""
+    if config.pv not in BACKENDS:
+        raise ModelError(f"unknown paravirt backend pv={config.pv!r}")
+    nr_pages = xen_start_info(after)["nr_pages"] if config.pv == "xen" else None
+    layout = compute_layout(config, image, nr_pages)
+    backend = BACKENDS[config.pv]()
+    k = Kernel(config, layout, after, backend)
+    # The run-time protections and pointers paging_init left behind.
+    k.supported_pte_mask = layout.supported_pte_mask
+    glob = x86.GLOBAL if config.kernel_pge else 0
+    k.page_kernel = x86.PAGE_KERNEL_EXEC | glob | (x86.NX if config.pae else 0)
+    k.page_kernel_exec = x86.PAGE_KERNEL_EXEC | glob
+    slot = k.pte_slot(layout.pkmap_base)
+    if slot is None:
+        raise ModelError(f"paging_init_done: no PTE page for PKMAP_BASE {layout.pkmap_base:#x}")
+    k.pkmap_page_table = slot - k.g.pte_index(layout.pkmap_base) * k.es
+    k.hook_log = [tuple(h) for h in (after.guest or {}).get("hook_log") or []]
+    resume = getattr(backend, "resume_at_work", None)
+    if resume is not None:
+        resume(k, before)
+    return k.work_phase(virt_to_phys(image.symbol("_text")))
 
 
 def _check_cursor_outside_image(cursor: int, image: KernelImage) -> None:

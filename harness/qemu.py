@@ -187,6 +187,7 @@ class Machine:
     extra: tuple[str, ...] = ()
     cpu_model: str = "qemu32"
     machine: str = "pc"
+    smp: int = 1
 
     def validate(self) -> None:
         """Raise ValueError naming the bad field; nothing is started before this passes."""
@@ -197,6 +198,8 @@ class Machine:
                 raise ValueError(f"cpu flag name {name!r} is not a QEMU feature name")
             if not isinstance(on, bool):
                 raise ValueError(f"cpu flag {name}={on!r}: the value must be True or False")
+        if not isinstance(self.smp, int) or not 1 <= self.smp <= 255:
+            raise ValueError(f"smp {self.smp!r}: a CPU count from 1 to 255")
         if not _FLAG_RE.match(self.cpu_model):
             raise ValueError(f"cpu model {self.cpu_model!r} is not a QEMU cpu model name")
         if self.kernel is not None and not Path(self.kernel).is_file():
@@ -212,6 +215,8 @@ class Machine:
         """QEMU's command line; -S and -gdb only when `gdb_option` is given."""
         args = [self.qemu, "-machine", self.machine, "-accel", self.accel,
                 "-cpu", self.cpu_option(), "-m", str(self.memory)]
+        if self.smp > 1:
+            args += ["-smp", str(self.smp)]
         if self.kernel is not None:
             args += ["-kernel", str(self.kernel)]
             if self.append:

@@ -1,6 +1,8 @@
 """The guest's records, decoded as docs/guest-contract.md (and docs/xen.md) lay
 them out: its variables, the multiboot memory size, the paravirt hook log, the
-Xen-like start info, the hypervisor's audit record and counters.
+Xen-like start info, the hypervisor's audit record and counters, and the
+records of the tables at work: one per CPU, one per probe, the second
+pagetable's.
 
 Everything is read through physical addresses (`__pa` of each symbol, and of
 each pointer the guest keeps), so the records can still be read when the
@@ -20,15 +22,33 @@ VARIABLES = ("boot_alloc_start", "boot_alloc_cursor", "init_pg_tables_end", "ini
              "max_pfn", "max_low_pfn", "fixaddr_top", "vmalloc_reserve", "nx_enabled",
              "kmap_pte", "guest_cpu_features",
              # pv=xen: the hypervisor's own counters (docs/xen.md)
-             "hyp_mmu_update_count", "hyp_pin_count")
+             "hyp_mmu_update_count", "hyp_pin_count",
+             # the tables at work
+             "smp_nr_cpus", "smp_cpus_up", "smp_trampoline_pa", "mmu_cr4_features",
+             "probe_count")
 MB_MEM_UPPER = 8          # offset of mem_upper (KiB above 1 MiB) in the multiboot info
 HOOK_ENTRY = 8            # struct { u32 op; u32 pfn; }
 HOOK_LOG_MAX = 2048       # PV_HOOK_LOG_MAX
-HOOK_NAMES = {1: "alloc_pd", 2: "alloc_pt", 3: "pin"}
+HOOK_NAMES = {1: "alloc_pd", 2: "alloc_pt", 3: "pin", 4: "alloc_pd_clone"}
 VIOLATION_SIZE, VIOLATIONS_MAX = 24, 1024  # struct { u32 kind, entry_pa; u64 value; u32 frame, va; }
 VIOLATION_FIELDS = ("kind", "entry_pa", "value", "frame", "va")
 START_INFO_FIELDS = ("magic", "nr_pages", "shared_info", "pt_base", "nr_pt_frames",
                      "hypervisor_virt_start", "reserve_top", "flags")
+
+# struct smp_cpu_record, indexed by APIC id, NR_CPUS of them
+NR_CPUS = 4
+CPU_FIELDS = ("state", "apic_id", "cr0", "cr3", "cr4", "efer_lo", "efer_hi", "fault_vector",
+              "fault_error", "fault_eip", "fault_cr2", "reserved")
+CPU_STATES = {0: "none", 1: "protected-mode", 2: "running", 3: "faulted", 4: "boot-cpu"}
+# struct probe_record
+PROBE_FIELDS = ("id", "va", "faulted", "vector", "error", "cr2", "eip", "reserved")
+PROBES_MAX = 16
+PROBE_NAMES = {1: "exec-data", 2: "exec-text", 3: "write-data", 4: "write-root",
+               5: "write-pte", 6: "read-identity"}
+# struct pgd2_record: twelve u32, then two 16-byte reads
+PGD2_FIELDS = ("root_pa", "nr_pmds", "fix_idx", "fix_va", "fix_pa", "fix_faulted", "kmap_va",
+               "kmap_pa", "kmap_faulted")
+PGD2_SIZE = 12 * 4 + 32
 
 ReadPhysical = Callable[[int, int], bytes]
 
@@ -71,6 +91,22 @@ def read(read_physical: ReadPhysical, symbols: dict[str, int]) -> dict:
         raw = at("pv_hook_log", count * HOOK_ENTRY) if count else b""
         state["hook_log"] = [list(struct.unpack_from("<II", raw, i))
                              for i in range(0, len(raw), HOOK_ENTRY)]
+    if "smp_cpu_records" in symbols:
+        size = 4 * len(CPU_FIELDS)
+        raw = at("smp_cpu_records", NR_CPUS * size)
+        state["cpus"] = [dict(zip(CPU_FIELDS, struct.unpack_from(f"<{len(CPU_FIELDS)}I", raw, i * size)))
+                         for i in range(NR_CPUS)]
+    if "probe_records" in symbols and "probe_count" in symbols:
+        n = min(state.get("probe_count", 0), PROBES_MAX)
+        size = 4 * len(PROBE_FIELDS)
+        raw = at("probe_records", n * size) if n else b""
+        state["probes"] = [dict(zip(PROBE_FIELDS, struct.unpack_from(f"<{len(PROBE_FIELDS)}I", raw, i * size)))
+                           for i in range(n)]
+    if "pgd2_record" in symbols:
+        raw = at("pgd2_record", PGD2_SIZE)
+        rec = dict(zip(PGD2_FIELDS, struct.unpack_from(f"<{len(PGD2_FIELDS)}I", raw)))
+        rec["fix_bytes"], rec["kmap_bytes"] = raw[48:64].hex(), raw[64:80].hex()
+        state["pgd2"] = rec
     return state
 
 

@@ -85,7 +85,8 @@ def render(title: str, verdict: Verdict, *, reproduce: str = "", debug: str = ""
             continue
         mine = [g for g in groups if g.check == check]
         if not mine:
-            lines.append(f"  {check:<11} ok")
+            figures = verdict.figures.get(check)
+            lines.append(f"  {check:<11} ok" + (f" ({figures})" if figures else ""))
             continue
         lines.append(f"  {check:<11} FAILED: {len(mine)} range(s)")
         for g in mine[:max_groups]:

@@ -14,7 +14,8 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from . import boot, checks, elf, fault, gdbmi, model, oracle, qemu, records, walker, x86
+from . import (boot, checks, elf, fault, fixmap, gdbmi, model, oracle, probes, qemu, records, smp,
+               walker, work, x86)
 from .report import render
 from .scenarios import AUDIT, PASS, Scenario
 from .snapshot import Snapshot
@@ -124,6 +125,12 @@ def kernel_path(s: Scenario, opt: RunOptions) -> Path:
     return p
 
 
+def machine_for(s: Scenario, opt: RunOptions, kernel: Path) -> qemu.Machine:
+    """The QEMU machine a scenario boots on."""
+    return qemu.Machine(kernel=kernel, memory=s.memory_arg, cpu=s.cpu_flags, append=s.append,
+                        accel=opt.accel, qemu=opt.qemu, smp=s.smp)
+
+
 def firmware_ram(s: Scenario, before: Snapshot | None) -> int:
     """The RAM the firmware tells the kernel about (SeaBIOS keeps 128 KiB of
     QEMU's -m for itself): the multiboot info's mem_upper, an input to the
@@ -162,6 +169,29 @@ def take_snapshot(gdb: gdbmi.MiSession, image: elf.KernelImage, label: str, s: S
     return snap, w
 
 
+CPU_REGISTERS = ["cr0", "cr3", "cr4", "efer", "eip"]
+
+
+def take_work(gdb: gdbmi.MiSession, image: elf.KernelImage, s: Scenario,
+              provenance: dict) -> WorkEvidence:
+    cpus = []
+    for t in gdb.threads():
+        cpus.append({"thread": t["id"], "target": t.get("target-id", ""),
+                     **gdb.registers(CPU_REGISTERS, thread=t["id"])})
+    tables, w = take_snapshot(gdb, image, "work", s, provenance)
+    swapper_pa = records.pa_of(image.symbols["swapper_pg_dir"])
+    sw = walker.walk(gdbmi.GdbMemory(gdb), replace(w.cpu, cr3=swapper_pa))
+    swapper = Snapshot.from_walk(sw, "work-swapper", registers={**tables.registers, "cr3": swapper_pa},
+                                 provenance=provenance, scenario=scenario_dict(s), guest=tables.guest)
+    physical = {}
+    rec = (tables.guest or {}).get("pgd2") or {}
+    with gdb.physical_mode():
+        for name in ("fix", "kmap"):
+            if rec.get(f"{name}_va"):
+                physical[name] = gdb.read_memory(rec[f"{name}_pa"], 16).hex()
+    return WorkEvidence(cpus=cpus, tables=tables, swapper=swapper, physical=physical)
+
+
 def scenario_dict(s: Scenario) -> dict:
     return {"id": s.id, "pae": s.pae, "cpu": s.cpu_flags, "memory": s.memory_arg,
             "append": s.append, "expect": s.expect}
@@ -188,6 +218,18 @@ def disassemble(va: int, expected: bytes, actual: bytes) -> str:
 # The run
 # ----------------------------------------------------------------------------------
 @dataclass
+class WorkEvidence:
+    """The machine at work_done: every vCPU's registers as gdb sees them, the
+    walk from the BSP's CR3 (the second pagetable) and from swapper_pg_dir,
+    and the physical bytes behind the late fixmap slot and the kmap."""
+
+    cpus: list[dict]            # per vCPU: thread, target, cr0, cr3, cr4, efer, eip
+    tables: Snapshot            # from CR3
+    swapper: Snapshot           # from __pa(swapper_pg_dir), the same CR0/CR4
+    physical: dict[str, str]    # "fix" / "kmap" -> 16 bytes in hex, read by physical address
+
+
+@dataclass
 class Evidence:
     """Everything one boot yields; the checks judge it afterwards, with QEMU gone."""
 
@@ -201,7 +243,9 @@ class Evidence:
     tlb: str | None = None             # QEMU's `info tlb` / `info mem` at the after point
     mem: str | None = None
     qemu_version: str = ""
+    work: WorkEvidence | None = None   # at work_done: the tables at work
     prediction: Future | None = None   # predict(before), computed while the guest runs
+    work_prediction: Future | None = None  # predict_work(after), likewise
     saved: list[Future] = field(default_factory=list)
 
 
@@ -267,8 +311,10 @@ def _run_in(s: Scenario, opt: RunOptions, art: Path, final: Path, t0: float) -> 
     try:
         kernel = kernel_path(s, opt)
         image = elf.KernelImage.from_elf(kernel)
-        machine = qemu.Machine(kernel=kernel, memory=s.memory_arg, cpu=s.cpu_flags,
-                               append=s.append, accel=opt.accel, qemu=opt.qemu)
+        mismatch = fixmap.check_image(image.symbols)
+        if mismatch:
+            raise HarnessError(f"{kernel}: {mismatch}")
+        machine = machine_for(s, opt, kernel)
         with ThreadPoolExecutor(max_workers=2) as background:
             _boot(s, opt, machine, image, art, final, timings, ev, background)
             t = time.monotonic()
@@ -310,7 +356,7 @@ def _boot(s: Scenario, opt: RunOptions, machine: qemu.Machine, image: elf.Kernel
             prov.update(qemu=ev.qemu_version, gdb=gdb.version())
             points = {}
             for sym, where in (("pagetable_init", "before"), ("paging_init_done", "after"),
-                               ("guest_exit", "exit")):
+                               ("work_done", "work"), ("guest_exit", "exit")):
                 gdb.break_at(sym)
                 points[image.symbols[sym]] = where
             timings["start"] = time.monotonic() - t
@@ -329,12 +375,20 @@ def _boot(s: Scenario, opt: RunOptions, machine: qemu.Machine, image: elf.Kernel
                     # hypervisor's record as they ended, whatever the path.
                     ev.exit_state = read_guest_state(gdb, image)
                     (art / "exit-state.json").write_text(json.dumps(ev.exit_state, indent=1) + "\n")
+                elif where == "work":
+                    ev.work = take_work(gdb, image, s, prov)
+                    ev.saved.append(background.submit(ev.work.tables.save, art / "work.json"))
+                    ev.saved.append(background.submit(ev.work.swapper.save, art / "work-swapper.json"))
+                    (art / "work-machine.json").write_text(json.dumps(
+                        {"cpus": ev.work.cpus, "physical": ev.work.physical}, indent=1) + "\n")
                 elif where == "before":
                     ev.before, _ = take_snapshot(gdb, image, where, s, prov)
                     ev.prediction = background.submit(predict, s, opt, image, ev.before)
                     ev.saved.append(background.submit(ev.before.save, art / "before.json"))
                 else:
                     ev.after, ev.after_walk = take_snapshot(gdb, image, where, s, prov)
+                    ev.work_prediction = background.submit(predict_work, s, opt, image, ev.before,
+                                                           ev.after)
                     ev.saved.append(background.submit(ev.after.save, art / "after.json"))
                     ev.text = text_regions(gdb, image)
                     if opt.oracle:
@@ -378,7 +432,10 @@ def evaluate(s: Scenario, opt: RunOptions, image: elf.KernelImage, ev: Evidence)
     v.ran.append("guest")
     final_state = ev.exit_state if ev.exit_state is not None else (after.guest if after else None)
     if s.pv == "xen" and final_state is not None:
-        v.findings += hypervisor_layer(s, before, after, final_state, pred)
+        # Past work_done the record also holds what the work phase did.
+        wpred = ev.work_prediction.result()[0] if ev.work and ev.work_prediction else None
+        v.findings += hypervisor_layer(s, before, after, final_state, pred,
+                                       wpred.hypervisor_flags if wpred else [])
         v.ran.append("hypervisor")
     if before is None:
         if s.expect in (PASS, AUDIT):
@@ -426,15 +483,76 @@ def evaluate(s: Scenario, opt: RunOptions, image: elf.KernelImage, ev: Evidence)
         v.skipped["oracle"] = "disabled (--no-oracle)"
     v.findings += checks.check_content(ev.text, disassemble)
     v.ran.append("content")
+    at_work_layers(s, opt, image, ev, pred, v)
     return v
 
 
+WORK_LAYERS = ("work", "smp", "probes")
+
+
+def at_work_layers(s: Scenario, opt: RunOptions, image: elf.KernelImage, ev: Evidence,
+                   pred: model.Prediction | None, v: checks.Verdict) -> None:
+    """The tables at work_done: the second pagetable and the zap (work), the
+    APs (smp), the CPU's verdict (probes)."""
+    w = ev.work
+    if w is None:
+        if s.expect == PASS and ev.after is not None:
+            v.findings.append(checks.Finding("work", "reached", "a stop at work_done",
+                                             "the guest ended first", detail=_last_line(ev.serial)))
+            v.ran.append("work")
+        for c in WORK_LAYERS:
+            if c not in v.ran:
+                v.skipped[c] = "the guest ended before work_done"
+        return
+    wpred = ev.work_prediction.result() if ev.work_prediction else None
+    judge_work(s, opt, image, image.read_virtual(image.symbols["_text"], 16), ev.before, ev.after, w,
+               pred.hook_log if pred is not None else [], v, wpred)
+
+
+def judge_work(s: Scenario, opt: RunOptions, image: elf.KernelImage, text_head: bytes,
+               before: Snapshot, after: Snapshot, w: WorkEvidence, hook_log: list, v: checks.Verdict,
+               wpred: tuple[model.WorkPrediction | None, str] | None = None) -> None:
+    """The work, smp and probes layers on the evidence alone (no QEMU needed).
+    text_head: the ELF's first 16 bytes of _text; hook_log: pagetable_init's
+    hook calls as the model predicted them."""
+    state = w.tables.guest or {}
+    pred, error = wpred if wpred is not None else predict_work(s, opt, image, before, after)
+    if error:
+        v.findings.append(checks.Finding("work", "model", "a prediction from paging_init_done", error))
+    v.findings += work.check_work(w.tables, w.swapper, w.physical, text_head, pred)
+    if s.pv == "xen" and pred is not None:
+        v.findings += work.check_hypercalls(after.guest or {}, state, pred)
+    v.ran.append("work")
+    v.figures["work"] = work.figures(w.tables, w.swapper)
+    if s.smp > 1:
+        swapper_pa = records.pa_of(image.symbols["swapper_pg_dir"])
+        ap_nxe = s.pae and s.cpu_flags["nx"]
+        v.findings += smp.check_smp(s.smp, swapper_pa, ap_nxe, after, state, w.cpus)
+        v.ran.append("smp")
+        v.figures["smp"] = (f"{state.get('smp_cpus_up')} of {s.smp} CPUs at PAGE_OFFSET, "
+                            f"{len(w.cpus)} vCPUs in gdb")
+    else:
+        v.skipped["smp"] = "smp=1: no application processors"
+    # The first PTE page pagetable_init allocates, as the model has it.
+    first_pt = next((pfn << x86.PAGE_SHIFT for op, pfn in hook_log if op == model.HOOK_ALLOC_PT),
+                    None)
+    large_pages = s.pse and s.pv == "native"  # Xen hides PSE from the kernel
+    want = probes.expected(s.pv, s.nx_active, large_pages, image.symbols, first_pt)
+    v.findings += probes.check_probes(want, state.get("probes") or [])
+    v.ran.append("probes")
+    faults = sum(1 for w_ in want if w_.fault_error is not None)
+    v.figures["probes"] = f"{len(want)} probes, {faults} expected to fault"
+
+
 def hypervisor_layer(s: Scenario, before: Snapshot | None, after: Snapshot | None,
-                     final_state: dict, pred: model.Prediction | None) -> list[checks.Finding]:
+                     final_state: dict, pred: model.Prediction | None,
+                     work_flags: list | None = None) -> list[checks.Finding]:
     """The audit record as it ended: empty for a correct kernel; under pvbug=,
-    exactly what the model's hypervisor flags. Plus the hypervisor's counters."""
+    exactly what the model's hypervisor flags (in pagetable_init, then in the
+    work phase). Plus the hypervisor's counters."""
     if s.expect == AUDIT:
-        out = checks.check_audit_record(final_state, pred.hypervisor_flags if pred else [], s.pvbug)
+        flags = (pred.hypervisor_flags if pred else []) + list(work_flags or [])
+        out = checks.check_audit_record(final_state, flags, s.pvbug)
     else:
         out = checks.check_hypervisor_audit(final_state, s.pae)
     if before is not None and after is not None and pred is not None and not pred.bug:
@@ -506,6 +624,16 @@ def predict(s: Scenario, opt: RunOptions, image: elf.KernelImage,
         return None, str(e)
 
 
+def predict_work(s: Scenario, opt: RunOptions, image: elf.KernelImage, before: Snapshot,
+                 after: Snapshot) -> tuple[model.WorkPrediction | None, str]:
+    """The model's work phase from the state at paging_init_done, or why there is none."""
+    try:
+        cfg = model_config(s, opt.model_variant, firmware_ram(s, after))
+        return model.predict_work(before, after, cfg, image), ""
+    except model.ModelError as e:
+        return None, str(e)
+
+
 def _last_line(text: str) -> str:
     lines = text.strip().splitlines()
     return lines[-1] if lines else "(no serial output)"
@@ -517,8 +645,10 @@ def _write_artifacts(r: Result, art: Path, serial: str, fault_text: str) -> str:
     title = f"{r.status} {s.id} (guest {variant}, model {opt.model_variant}) in {r.seconds:.2f}s"
     if r.error:
         title += f"\n  error: {r.error}"
+    at_work = set(r.verdict.failed_checks()) & set(WORK_LAYERS)
+    at = "fault" if fault_text else ("work" if at_work else "done")
     text = render(title, r.verdict, reproduce=reproduce_command(s, opt),
-                  debug=debug_command(s, opt, "fault" if fault_text else "done"), artifacts=str(_rel(r.artifacts)),
+                  debug=debug_command(s, opt, at), artifacts=str(_rel(r.artifacts)),
                   serial_tail=serial if (r.error or not r.verdict.ok) else "", fault=fault_text,
                   max_groups=10_000)
     (art / "report.txt").write_text(text + "\n")

@@ -9,13 +9,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from . import x86
+from . import fixmap, x86
 
 MiB = 1 << 20
 GiB = 1 << 30
 VA_TOP = 1 << 32
 DEFAULT_FIXADDR_TOP = 0xFFFFF000
-FIXMAP_ENTRIES = 32  # __end_of_fixed_addresses (docs/guest-contract.md)
 POISON = "0xdead0002"  # non-present, address bits set (kernel-facts §6 C)
 
 
@@ -25,9 +24,9 @@ POISON = "0xdead0002"  # non-present, address bits set (kernel-facts §6 C)
 def _bound_pages(pae: bool) -> dict[str, int]:
     last_pkmap = x86.geometry(pae).last_pkmap
     return {"top": 0,                                   # FIXADDR_TOP (range-init end)
-            "fixstart": FIXMAP_ENTRIES - 1,             # __fix_to_virt(end - 1): range-init start
-            "bootstart": FIXMAP_ENTRIES,                # FIXADDR_BOOT_START
-            "pkmap": FIXMAP_ENTRIES + last_pkmap + 1}   # PKMAP_BASE before its rounding
+            "fixstart": fixmap.END - 1,             # __fix_to_virt(end - 1): range-init start
+            "bootstart": fixmap.END,                # FIXADDR_BOOT_START
+            "pkmap": fixmap.END + last_pkmap + 1}   # PKMAP_BASE before its rounding
 
 
 def boundary_reservetop(pae: bool, bound: str, offset_pages: int, near: int = 64 * MiB) -> int:
@@ -45,10 +44,13 @@ EXCEPTION = "exception"      # a deliberate fault after paging_init: exception c
 AUDIT = "audit"              # pv=xen with pvbug=: the hypervisor records what the model flags
 
 # pvbug= values (docs/xen.md) -> the guest's exit status (QEMU's) and the
-# invariant rules that must fire, besides the audit record the model predicts.
+# rules that must fire, besides the audit record the model predicts: the
+# invariants, and the CPU's own verdict where a page table is left writable
+# (the write probe goes through).
 PVBUGS = {
-    "writable-pt": (3, frozenset({("invariants", "tables-read-only")})),
-    "writable-root": (3, frozenset({("invariants", "tables-read-only")})),
+    "writable-pt": (3, frozenset({("invariants", "tables-read-only"), ("probes", "write-pte")})),
+    "writable-root": (3, frozenset({("invariants", "tables-read-only"),
+                                    ("probes", "write-root")})),
     "unannounced-pt": (1, frozenset()),
     "batch-hv-write": (1, frozenset({("invariants", "hypervisor-area")})),
 }
@@ -119,6 +121,12 @@ class Scenario:
         pmd = x86.geometry(self.pae).pmd_size
         top = VA_TOP - self.reservetop - x86.PAGE_SIZE if self.reservetop else DEFAULT_FIXADDR_TOP
         return (top + pmd - 1) & ~(pmd - 1)
+
+    @property
+    def smp(self) -> int:
+        """smp=N: CPUs the guest starts (QEMU gets -smp N); 1 without the knob."""
+        v = self.knob("smp")
+        return int(v) if v else 1
 
     @property
     def noexec_off(self) -> bool:
@@ -249,6 +257,15 @@ def _build() -> dict[str, Scenario]:
                                extra="poison", quick=(pse != pae)))
         out.append(_native(pae, not pae, True, pae, 1 * GiB, cmdline=(f"poison={POISON}",),
                            extra="poison"))
+    # SMP: the APs start through the low identity slot, before the zap
+    # (kernel-facts §8). Natively only: under pv=xen VCPUs are the hypervisor's.
+    for pae, pse, memory, n, quick in ((False, True, 128 * MiB, 2, True),
+                                       (True, True, 1 * GiB, 4, True),
+                                       (True, False, 128 * MiB, 2, False),
+                                       (False, False, 1 * GiB, 4, False),
+                                       (True, False, 3 * GiB, 4, False)):
+        out.append(_native(pae, pse, True, pae, memory, cmdline=(f"smp={n}",),
+                           extra=f"smp{n}", quick=quick))
     # The Xen-like paravirt case (docs/xen.md): PSE/PGE are offered by QEMU and
     # hidden by the hypervisor; Xen sets the top, so no reservetop.
     for pae in (False, True):

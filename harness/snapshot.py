@@ -8,6 +8,7 @@ reject, and where it came from.  Numbers are written as hex strings so that
 from __future__ import annotations
 
 import json
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,10 +75,12 @@ class Snapshot:
         Only what the snapshot recorded is there: other bytes read as zero.
         """
         size = x86.geometry(self.cpu.pae).entry_size if self.cpu.paging else 4
+        fmt = "<Q" if size == 8 else "<I"
         mem = ImageMemory()
         for t in self.tables:
+            page, off = mem.page(t.phys), t.phys & (x86.PAGE_SIZE - 1)
             for idx, val in t.entries.items():
-                mem.write_entry(t.phys + idx * size, size, val)
+                struct.pack_into(fmt, page, off + idx * size, val)
         return mem
 
     # -- JSON ----------------------------------------------------------------------

@@ -8,7 +8,8 @@
  *
  * Per update the checks run in this order: kind 4 (refused: nothing else is
  * looked at), kind 2, then kind 3 or else kind 1. Records name frames by
- * physical address.
+ * physical address. A pin checks the frames no earlier pin validated (a
+ * second pagetable shares the kernel's pte pages with the first).
  */
 #include "hyp.h"
 #include "processor.h"
@@ -235,6 +236,28 @@ static bool holds_hypervisor_area(u32 pmd_pfn)
 	return true;
 }
 
+/*
+ * PAE: a PDPT slot may link a frame nobody announced if it is fit to be an
+ * empty pmd page - mapped read-only and no entry present - which is what
+ * Xen's type validation asks of a new L2 (the kernel's zap_low_mappings
+ * points the user slots at empty_zero_page, which no hook announces). It is
+ * typed L2 from then on, so later writes into it are audited. Anything else
+ * still needs announcing (kind 3). Only at this level: pte pages must always
+ * be announced (alloc_pt), so an unannounced one is never taken on trust.
+ */
+static bool validate_empty_pmd(u32 pfn)
+{
+	const pteval_t *t = table(pfn);
+	pteval_t leaf = linear_leaf(pfn);
+	if (!t || !(leaf & _PAGE_PRESENT) || (leaf & _PAGE_RW))
+		return false;
+	for (unsigned i = 0; i < HYP_ENTRIES; i++)
+		if (t[i] & _PAGE_PRESENT)
+			return false;
+	hyp_set_frame_type(pfn, HYP_FRAME_L2);
+	return true;
+}
+
 /* true: perform the update. */
 static bool audit_update(const struct update *u)
 {
@@ -248,7 +271,8 @@ static bool audit_update(const struct update *u)
 			record_update(HYP_KERNEL_PMD_REPLACED, u, entry_pfn(u->value));
 			return false;
 		}
-		if (present)
+		if (present && !(hyp_frame_type(entry_pfn(u->value)) == HYP_FRAME_NONE &&
+				 validate_empty_pmd(entry_pfn(u->value))))
 			audit_link(u);
 		return true;
 	case HYP_FRAME_L2:
@@ -377,6 +401,28 @@ void hyp_invlpg(unsigned long va)
 static u32 pin_frames[PIN_FRAMES_MAX];
 static unsigned pin_count;
 
+/*
+ * Frames an earlier pin has validated. As Xen keeps a validated page's type
+ * while it is in use, a later pin does not look at them again: the second
+ * pagetable shares the kernel's pte pages (and the hypervisor's A and B),
+ * which the first pin checked and every mmu_update since has been audited
+ * on. Tables only live below xen_map_end (the hypervisor reads them there);
+ * a frame beyond this bitmap would simply be checked at every pin.
+ */
+#define VALIDATED_FRAMES (1u << 15) /* 128 MiB */
+static u32 validated[VALIDATED_FRAMES / 32];
+
+static bool is_validated(u32 pfn)
+{
+	return pfn < VALIDATED_FRAMES && (validated[pfn / 32] >> (pfn % 32) & 1);
+}
+
+static void set_validated(u32 pfn)
+{
+	if (pfn < VALIDATED_FRAMES)
+		validated[pfn / 32] |= 1u << (pfn % 32);
+}
+
 static void pin_add(u32 pfn)
 {
 	for (unsigned i = 0; i < pin_count; i++)
@@ -396,11 +442,12 @@ static void pin_add_pte_pages(u32 dir)
 			pin_add(entry_pfn(t[i]));
 }
 
-/* Pin-time kind 2: the directory's area chunks, then PTE pages A and B, as built. */
+/* Pin-time kind 2: the directory's area chunks, then PTE pages A and B, as
+ * built - each of the three only if no earlier pin validated it. */
 static void pin_check_area(u32 dir, u32 dir_va)
 {
 	const pteval_t *t = table(dir);
-	for (unsigned i = 0; i < HYP_AREA_CHUNKS; i++) {
+	for (unsigned i = 0; i < HYP_AREA_CHUNKS && !is_validated(dir); i++) {
 		unsigned idx = HYP_AREA_FIRST + i;
 		if (t[idx] != hyp_built_area_entry(i))
 			record(HYP_AREA_WRITE, ((u32)dir << PAGE_SHIFT) + idx * sizeof(pteval_t), t[idx],
@@ -408,12 +455,15 @@ static void pin_check_area(u32 dir, u32 dir_va)
 	}
 	const u32 base_va[2] = { HYPERVISOR_VIRT_START, HYP_LAST_CHUNK_VA };
 	for (unsigned which = 0; which < 2; which++) {
+		if (is_validated(hyp_domain.area_pte_pfn[which]))
+			continue;
 		u32 pa = hyp_domain.area_pte_pfn[which] << PAGE_SHIFT;
 		const pteval_t *pte = table(hyp_domain.area_pte_pfn[which]);
 		for (unsigned i = 0; i < HYP_ENTRIES; i++)
 			if (pte[i] != hyp_built_area_pte(which, i))
 				record(HYP_AREA_WRITE, pa + i * sizeof(pteval_t), pte[i], pa,
 				       base_va[which] + (i << PAGE_SHIFT));
+		set_validated(hyp_domain.area_pte_pfn[which]); /* looked at, in the tree or not */
 	}
 }
 
@@ -421,8 +471,13 @@ void hyp_pin(u32 pfn)
 {
 	hyp_pin_count++;
 	const pteval_t *root = table(pfn);
-	if (!root || hyp_frame_type(pfn) != HYP_ROOT_TYPE)
+	enum hyp_frame_type type = hyp_frame_type(pfn);
+	if (!root || (type != HYP_ROOT_TYPE && type != HYP_FRAME_NONE))
 		crash_domain("pin of a frame that is not a root", (u64)pfn << PAGE_SHIFT);
+	/* A frame that is no table yet becomes a root, as pinning types it in
+	 * Xen (a PAE root is never announced; a second pgd may be pinned
+	 * before the CR3 load). */
+	hyp_set_frame_type(pfn, HYP_ROOT_TYPE);
 #ifdef MUTANT_AUDIT_NO_PIN
 	return; /* mutant: pinned without looking at the tree */
 #endif
@@ -440,6 +495,8 @@ void hyp_pin(u32 pfn)
 	pin_add_pte_pages(pfn);
 #endif
 	for (unsigned i = 0; i < pin_count; i++) {
+		if (is_validated(pin_frames[i]))
+			continue;
 		pteval_t leaf = linear_leaf(pin_frames[i]);
 		if (leaf & _PAGE_RW)
 			record(HYP_WRITABLE_TABLE, 0, leaf, pin_frames[i] << PAGE_SHIFT,
@@ -450,14 +507,17 @@ void hyp_pin(u32 pfn)
 #ifdef CONFIG_X86_PAE
 	pteval_t slot = root[HYP_KERNEL_SLOT];
 	if (!(slot & _PAGE_PRESENT)) { /* the whole area is gone */
-		record(HYP_AREA_WRITE, ((u32)pfn << PAGE_SHIFT) + HYP_KERNEL_SLOT * sizeof(pteval_t),
-		       slot, pfn << PAGE_SHIFT, (u32)HYP_KERNEL_SLOT << PGDIR_SHIFT);
-		return;
+		if (!is_validated(pfn))
+			record(HYP_AREA_WRITE, ((u32)pfn << PAGE_SHIFT) + HYP_KERNEL_SLOT * sizeof(pteval_t),
+			       slot, pfn << PAGE_SHIFT, (u32)HYP_KERNEL_SLOT << PGDIR_SHIFT);
+	} else {
+		pin_check_area(entry_pfn(slot), (u32)HYP_KERNEL_SLOT << PGDIR_SHIFT);
 	}
-	pin_check_area(entry_pfn(slot), (u32)HYP_KERNEL_SLOT << PGDIR_SHIFT);
 #else
 	pin_check_area(pfn, 0);
 #endif
+	for (unsigned i = 0; i < pin_count; i++)
+		set_validated(pin_frames[i]);
 }
 
 static const char *const kind_names[] = {

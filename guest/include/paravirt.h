@@ -15,6 +15,10 @@
 
 struct paravirt_ops {
 	const char *name;
+	/* PAE: may pagetables share swapper's kernel pmd page (2.6.23's
+	 * SHARED_KERNEL_PMD)? Not under Xen, whose pmd page for the kernel slot
+	 * holds the hypervisor's own entries and belongs to one root only. */
+	bool shared_kernel_pmd;
 	void (*pagetable_setup_start)(pgd_t *base);
 	void (*pagetable_setup_done)(pgd_t *base);
 	void (*alloc_pt)(u32 pfn);
@@ -22,6 +26,12 @@ struct paravirt_ops {
 	void (*set_pte)(pte_t *ptep, pte_t pte);
 	void (*set_pmd)(pmd_t *pmdp, pmd_t pmd);
 	void (*set_pgd)(pgd_t *pgdp, pgd_t pgd);
+	/* pgd_alloc (2-level): pfn's kernel entries were just copied from
+	 * clonepfn's [start, start + count). */
+	void (*alloc_pd_clone)(u32 pfn, u32 clonepfn, u32 start, u32 count);
+	/* Make a finished second pagetable the CPU's: native a CR3 load; Xen-like
+	 * read-only root, pin, then the CR3 load through the hypervisor. */
+	void (*activate_mm)(pgd_t *pgd);
 };
 
 extern struct paravirt_ops paravirt_ops;
@@ -32,13 +42,15 @@ extern const struct paravirt_ops xen_paravirt_ops;
 int paravirt_select(const char *name);
 
 /*
- * The hook log the harness reads: one entry per alloc_pd/alloc_pt call and
- * per pin (Xen-like backend), in call order. Overflow is a guest BUG, never a silent drop.
+ * The hook log the harness reads: one entry per alloc_pd/alloc_pt/
+ * alloc_pd_clone call and per pin (Xen-like backend), in call order.
+ * Overflow is a guest BUG, never a silent drop.
  */
 enum pv_hook_op {
 	PV_HOOK_ALLOC_PD = 1,
 	PV_HOOK_ALLOC_PT = 2,
 	PV_HOOK_PIN = 3,
+	PV_HOOK_ALLOC_PD_CLONE = 4, /* pfn: the new pgd (2-level pgd_alloc) */
 };
 #define PV_HOOK_LOG_MAX 2048
 struct pv_hook_entry {
@@ -66,6 +78,14 @@ static inline void paravirt_alloc_pd(u32 pfn)
 	pv_hook_log_add(PV_HOOK_ALLOC_PD, pfn);
 	paravirt_ops.alloc_pd(pfn);
 }
+
+static inline void paravirt_alloc_pd_clone(u32 pfn, u32 clonepfn, u32 start, u32 count)
+{
+	pv_hook_log_add(PV_HOOK_ALLOC_PD_CLONE, pfn);
+	paravirt_ops.alloc_pd_clone(pfn, clonepfn, start, count);
+}
+
+static inline void paravirt_activate_mm(pgd_t *pgd) { paravirt_ops.activate_mm(pgd); }
 
 static inline void set_pte(pte_t *ptep, pte_t pte) { paravirt_ops.set_pte(ptep, pte); }
 static inline void set_pmd(pmd_t *pmdp, pmd_t pmd) { paravirt_ops.set_pmd(pmdp, pmd); }

@@ -25,7 +25,7 @@ struct boot_options {
 	unsigned long fault_addr; /* fault= */
 	enum { HANG_NONE, HANG_EARLY, HANG_LATE } hang; /* hang=: a guest that never ends */
 	u32 poison; /* poison=: junk for free pages and empty table entries (0: none) */
-	u32 smp_cpus; /* smp=N: CPUs to bring up (1: the BSP only, the default) */
+	u32 smp_cpus; /* smp=N, 1..NR_CPUS: CPUs to bring up; parse_boot_options sets 1 (the BSP only) unless smp= says more */
 };
 
 /* The parsed command line, kept for the rest of the boot. */

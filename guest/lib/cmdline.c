@@ -6,9 +6,12 @@
  */
 #include "guest.h"
 #include "setup.h"
+#include "smp.h" /* NR_CPUS */
 #include "string.h"
 
 #define WORD_MAX 128
+#define STR_(x) #x
+#define STR(x) STR_(x)
 
 /* Parse an unsigned number: decimal, or hex with 0x. Whole string or fail. */
 static int parse_number(const char *s, unsigned base, u64 *out, const char **end)
@@ -156,6 +159,11 @@ static int parse_word(const char *word, struct boot_options *opts)
 		if (parse_number(val, 16, &v, &end) || *end || v > 0xffffffffULL || !v || (v & 1))
 			return bad(word, "poison= needs a non-zero 32-bit hex pattern with bit 0 clear");
 		opts->poison = (u32)v;
+	} else if (KEY("smp")) {
+		/* CPUs to bring up, the BSP included (QEMU's -smp must offer them). */
+		if (parse_number(val, 10, &v, &end) || *end || v < 1 || v > NR_CPUS)
+			return bad(word, "smp= needs a CPU count from 1 to " STR(NR_CPUS) " (NR_CPUS)");
+		opts->smp_cpus = (u32)v;
 	} else if (KEY("fault")) {
 		if (parse_number(val, 16, &v, &end) || *end || v > 0xffffffffULL)
 			return bad(word, "fault= needs a 32-bit hex address");
@@ -175,6 +183,9 @@ static int check_combinations(const char *cmdline, const struct boot_options *op
 	if (xen && opts->have_reservetop)
 		return bad(find_word(cmdline, "reservetop="),
 			   "reservetop= is not allowed with pv=xen: the hypervisor sets the top");
+	if (xen && *find_word(cmdline, "smp=")) /* any smp= word, smp=1 too */
+		return bad(find_word(cmdline, "smp="),
+			   "smp= is not modelled under pv=xen: the hypervisor starts VCPUs");
 	if (!xen && opts->pvbug != PVBUG_NONE)
 		return bad(find_word(cmdline, "pvbug="), "pvbug= needs pv=xen");
 	return 0;
@@ -183,6 +194,7 @@ static int check_combinations(const char *cmdline, const struct boot_options *op
 int parse_boot_options(const char *cmdline, struct boot_options *opts)
 {
 	const char *p = cmdline;
+	opts->smp_cpus = 1; /* the BSP only, unless smp= says more */
 	while (*p) {
 		while (*p == ' ' || *p == '\t')
 			p++;

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 import pytest
 from elftools.elf.elffile import ELFFile
 
+from harness import fixmap
+
 from .test_guest_boot import (BAD_CMDLINE, EXCEPTION, GUEST, MiB, PASS, SELFCHECK_FAILED,
                               UNSUPPORTED_CPU, Boot, assert_exit, assert_passed, boot, cpu,
                               elf_function, guest_build)
@@ -31,7 +33,7 @@ CR0_WP, CR0_PG = 1 << 16, 1 << 31
 CR4_PSE, CR4_PAE, CR4_PGE = 1 << 4, 1 << 5, 1 << 7
 EFER_NXE = 1 << 11
 NX = 1 << 63
-FIX_PARAVIRT_BOOTMAP = 15
+FIX_PARAVIRT_BOOTMAP = fixmap.FIX_PARAVIRT_BOOTMAP
 WRITABLE_TABLE, HYP_AREA_WRITE, UNANNOUNCED_TABLE, KERNEL_PMD_REPLACED = 1, 2, 3, 4
 
 
@@ -190,11 +192,11 @@ def test_patched_boots_with_zero_violations(tmp_path, variant, size, nx):
     seen = b.event("cpu")
     assert (seen["pse"], seen["pge"], seen["pae"], seen["nx"]) == ("0", "0", "1", str(int(nx))), \
         f"the kernel must see pse=0 pge=0 (QEMU has both on)\n{b.context()}"
-    fixmap = b.event("fixmap")
-    assert int(fixmap["fixaddr_top"], 0) == m.fixaddr_top, b.context()
-    assert int(fixmap["vmalloc_reserve"], 0) == 128 * MiB + m.reserve, b.context()
-    assert int(fixmap["pkmap_base"], 0) == m.pkmap_base, b.context()
-    assert int(fixmap["end_of_fixed_addresses"]) == 32, b.context()
+    line = b.event("fixmap")
+    assert int(line["fixaddr_top"], 0) == m.fixaddr_top, b.context()
+    assert int(line["vmalloc_reserve"], 0) == 128 * MiB + m.reserve, b.context()
+    assert int(line["pkmap_base"], 0) == m.pkmap_base, b.context()
+    assert int(line["end_of_fixed_addresses"]) == fixmap.END, b.context()
     mem = b.event("mem")
     max_low_pfn = min(lay.ram_pages, m.maxmem // PAGE)
     assert int(mem["maxmem"], 0) == m.maxmem, b.context()

@@ -36,7 +36,7 @@ def test_bug_a_nx_lost_above_init_end(run_scenario, ptharness_options):
     assert model == [("entries", "pte", first, end, "NX", "executable")]
     inv = [(g.rule, g.va, g.end) for g in groups(r, "invariants")]
     assert inv == [("nx", first, end)]
-    assert r.verdict.failed_checks() == ["model", "invariants"]
+    assert r.verdict.failed_checks() == ["model", "invariants", "probes"]
     assert r.status == "FLAGGED" and r.met_expectation
     assert f"{first:08x}-{end - 1:08x}" in r.report
 

@@ -192,11 +192,12 @@ def test_pvbug_pae_prepatch_stops_at_bug_c_first():
     # Pre-patch PAE ends in one_md_table_init's BUG before any alloc_pt or set_pte, so
     # three mutants never act; writable-root does (setup_start: one mmu_update fewer)
     # but nothing shows: no leaf of swapper is rewritten and there is no pin.  The only
-    # record is the refused slot-3 link (kind 4).
+    # record is the refused slot-3 link (kind 4), after alloc_pd made the new PMD page
+    # read-only (one mmu_update).
     for bug in model.PVBUGS:
         _, p = run(pae=True, prepatch=True, pvbug=bug)
         assert [v.kind for v in p.hypervisor_flags] == [4] and p.bug
-        assert (p.mmu_updates, p.pins) == (7 if bug == "writable-root" else 8, 0)
+        assert (p.mmu_updates, p.pins) == (8 if bug == "writable-root" else 9, 0)
 
 
 # ----------------------------------------------------------------------- the counters
@@ -240,9 +241,10 @@ def test_hypercall_counts_prepatch():
     # Non-PAE bug B: 14 more PTE pages (1009..1022), each read-only + link: 32803 + 28.
     _, p = run(prepatch=True)
     assert (p.mmu_updates, p.pins) == (32803 + 28, 1)
-    # PAE bug C: setup_start's 7, then the refused slot-3 link (counted): 8, no pin.
+    # PAE bug C: setup_start's 7, one_md_table_init's alloc_pd making the fresh PMD
+    # page read-only (1), then the refused slot-3 link (counted): 9, no pin.
     _, p = run(pae=True, prepatch=True)
-    assert (p.mmu_updates, p.pins) == (8, 0)
+    assert (p.mmu_updates, p.pins) == (9, 0)
 
 
 def test_hypercall_counts_native_are_zero():

@@ -260,8 +260,8 @@ def test_nx_as_configured(pae, nx, noexec_off, efer):
 
 
 @pytest.mark.parametrize("pae, nx, va", [
-    # __fix_to_virt(15) = FIXADDR_TOP - 15*4K: 0xFBFFD000 - 0xF000 / 0xF57FD000 - 0xF000.
-    (False, False, 0xFBFEE000), (True, True, 0xF57EE000), (True, False, 0xF57EE000)])
+    # __fix_to_virt(55) = FIXADDR_TOP - 55*4K: 0xFBFFD000 - 0x37000 / 0xF57FD000 - 0x37000.
+    (False, False, 0xFBFC6000), (True, True, 0xF57C6000), (True, False, 0xF57C6000)])
 def test_shared_info_fixmap_pte(pae, nx, va):
     xs, p = run(pae=pae, cpu_nx=nx)
     t = translate(p.memory, p.cpu, va)
@@ -392,10 +392,10 @@ def test_poison_prepatch_nonpae_small_ram_faults_in_set_fixmap():
     # 6 MiB: the hypervisor's PTE pages (PDE 768, 769) cover all of lowmem, so the linear
     # map needs no junk.  The fixmap range-init keeps PDE 1007 (P) and pkmap keeps 1006 (P)
     # -- pointers derived only -- and links PDEs 1009..1022 (zero, bug B).  Then
-    # setup_done's set_fixmap(FIX_PARAVIRT_BOOTMAP) at 0xFBFEE000 goes through PDE 1007 to
-    # the derived page 0xDEAD0000 and writes entry 0x3EE there: outside lowmem.
+    # setup_done's set_fixmap(FIX_PARAVIRT_BOOTMAP = 55) at 0xFBFC6000 goes through PDE 1007
+    # to the derived page 0xDEAD0000 and writes entry 0x3C6 there: outside lowmem.
     xs = poisoned(False, 6)
-    with pytest.raises(model.WildTablePointer, match=r"0xdead0fb8 is outside lowmem"):
+    with pytest.raises(model.WildTablePointer, match=r"0xdead0f18 is outside lowmem"):
         predict(xs.before, cfg(prepatch=True, ram_bytes=ram(6)), bs.image())
 
 

@@ -3,7 +3,7 @@
 Expected numbers are worked by hand from kernel-facts.md sections 1 and 3."""
 import pytest
 
-from harness import scenarios
+from harness import fixmap, scenarios
 from harness.checks import SpecLayout
 from harness.scenarios import GiB, MiB, Scenario
 
@@ -111,8 +111,8 @@ def test_boundary_scenarios_put_each_bound_on_a_pmd_boundary(pae):
         if s.pae != pae or "-pmd" not in s.id:
             continue
         lo = SpecLayout.of(s, INIT_END)
-        boot_start = lo.fixaddr_top - 32 * 4096
-        value = {"top": lo.fixaddr_top, "fixstart": lo.fixaddr_top - 31 * 4096,
+        boot_start = lo.fixaddr_top - fixmap.END * 4096
+        value = {"top": lo.fixaddr_top, "fixstart": lo.fixaddr_top - (fixmap.END - 1) * 4096,
                  "bootstart": boot_start,
                  "pkmap": boot_start - (last_pkmap + 1) * 4096}
         bound = s.id.split("128M-")[1].split("-pmd")[0]
