@@ -718,9 +718,11 @@ def check_hypervisor_audit(state: dict, pae: bool) -> list[Finding]:
             continue
         seen[key] = len(out)
         span = {1: x86.PAGE_SIZE, 2: chunk, 4: 1 << 30}.get(kind, 0)
+        what = VIOLATION_KINDS.get(kind, f"violation kind {kind}")
+        if kind == 2:  # one range per table: swapper_pg_dir's, a second pagetable's copy
+            what += f" (table {r['frame']:#x})"
         out.append(Finding(
-            "hypervisor", VIOLATION_RULES.get(kind, f"kind-{kind}"), "no violation",
-            VIOLATION_KINDS.get(kind, f"violation kind {kind}"),
+            "hypervisor", VIOLATION_RULES.get(kind, f"kind-{kind}"), "no violation", what,
             level=chunk_level if kind == 2 else None,
             va=r["va"] or None, span=span, entry_addr=r["entry_pa"] or None,
             actual_value=r["value"], detail=f"frame {r['frame']:#x}"))

@@ -136,14 +136,19 @@ def check_shared_pte_pages(tables: Snapshot, swapper: Snapshot) -> list[Finding]
 
 
 def check_zapped(snap: Snapshot, name: str) -> list[Finding]:
-    out = []
+    """One finding per VA-contiguous run of user-range mappings."""
+    runs: list[list] = []  # [start, end, pa of start]
     for r in snap.ranges:
-        if r.va < x86.PAGE_OFFSET:
-            end = min(r.va + r.size, x86.PAGE_OFFSET)
-            out.append(Finding(CHECK, "zapped", "nothing mapped below PAGE_OFFSET after the zap",
-                               f"{name} maps it to {r.pa:#x}", level="leaf", va=r.va,
-                               span=end - r.va))
-    return out
+        if r.va >= x86.PAGE_OFFSET:
+            break
+        end = min(r.va + r.size, x86.PAGE_OFFSET)
+        if runs and runs[-1][1] == r.va:
+            runs[-1][1] = end
+        else:
+            runs.append([r.va, end, r.pa])
+    return [Finding(CHECK, "zapped", "nothing mapped below PAGE_OFFSET after the zap",
+                    f"{name} maps it, from {start:#x} -> {pa:#x}", level="leaf", va=start,
+                    span=end - start) for start, end, pa in runs]
 
 
 def _translation(snap: Snapshot, va: int) -> tuple[int | None, str]:
