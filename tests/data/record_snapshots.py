@@ -41,7 +41,7 @@ def main() -> int:
     try:
         for sid, variant in CASES:
             s = scenarios.get(sid)
-            opt = runner.RunOptions(variant=variant, artifacts=tmp, oracle=False)
+            opt = runner.RunOptions(variant=variant, artifacts=tmp, oracle=False, all_snapshots=True)
             r = runner.run(s, opt)
             if r.error:
                 print(r.report)
