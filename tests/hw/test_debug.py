@@ -105,3 +105,37 @@ def test_gdb_on_fail_refuses_xdist(tmp_path):
     assert r.returncode != 0
     assert "--gdb-on-fail opens gdb on your terminal" in r.stderr + r.stdout
     assert "-n 0" in r.stderr + r.stdout
+
+
+def test_debug_at_work_shows_every_vcpu_and_walks_another_root(tmp_path):
+    """`--at work` on an SMP scenario: `pt cpus` lists the BSP and both APs with
+    their records; `pt walk --cr3` walks swapper_pg_dir while CR3 is the second
+    pagetable, and the two differ only where the work phase says."""
+    art = tmp_path / "art"
+    child = spawn([BIN / "ptharness", "debug", "nopae-pse-pge-128M-smp2", "--at", "work",
+                   "--artifacts", art], ROOT)
+    try:
+        child.expect("stopped at work_done")
+        child.expect(PROMPT)
+        child.sendline("pt cpus")
+        child.expect(r"thread 1 \(CPU 0\): cr0=0x8\w+ cr3=(0x[0-9a-f]+) .*; record: boot-cpu")
+        pgd2 = child.match.group(1)
+        child.expect(r"thread 2 \(CPU 1\): cr0=0x\w+ cr3=(0x[0-9a-f]+) .*; record: running")
+        swapper = child.match.group(1)
+        child.expect(rf"second pagetable: root {pgd2} \(pt walk --cr3 {pgd2}\)")
+        child.expect(PROMPT)
+        assert swapper != pgd2  # the AP stays on swapper_pg_dir, the BSP moved
+        child.sendline(f"pt walk --cr3 {swapper}")
+        child.expect(rf"cr3={swapper}")
+        child.expect(r"(\d+) table pages")
+        child.expect(PROMPT)
+        child.sendline("pt va 0x100000 --cr3 " + swapper)
+        child.expect(r"walk of 0x00100000:")
+        child.expect(r"not present")  # zapped
+        child.expect(PROMPT)
+        child.sendline("quit")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0
+    assert procs.mentioning(str(art)) == []
