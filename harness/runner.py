@@ -39,8 +39,9 @@ class RunOptions:
     timeout_factor: float = 1.0
     guest_build: Path = GUEST_BUILD
     oracle: bool = True
-    # work-swapper.json (swapper_pg_dir at work_done) is written when a check at
-    # work_done failed; a passing run's is after.json zapped, 5 MB at 896 MiB.
+    # work.json and work-swapper.json (the second pagetable and swapper_pg_dir at
+    # work_done) are written when a check at work_done failed: a passing run's are
+    # after.json zapped and copied, 5 MB each at 896 MiB. True: always.
     all_snapshots: bool = False
 
     def cli_flags(self) -> list[str]:
@@ -349,6 +350,7 @@ def _run_in(s: Scenario, opt: RunOptions, art: Path, final: Path, t0: float) -> 
             t = time.monotonic()
             verdict = evaluate(s, opt, image, ev)
             if ev.work and (opt.all_snapshots or set(verdict.failed_checks()) & set(WORK_LAYERS)):
+                ev.work.tables.save(art / "work.json")
                 ev.work.swapper.save(art / "work-swapper.json")
             for f in ev.saved:
                 f.result()
@@ -408,7 +410,6 @@ def _boot(s: Scenario, opt: RunOptions, machine: qemu.Machine, image: elf.Kernel
                     (art / "exit-state.json").write_text(json.dumps(ev.exit_state, indent=1) + "\n")
                 elif where == "work":
                     ev.work = take_work(gdb, image, s, prov)
-                    ev.saved.append(background.submit(ev.work.tables.save, art / "work.json"))
                     (art / "work-machine.json").write_text(json.dumps(
                         {"cpus": ev.work.cpus, "physical": ev.work.physical}, indent=1) + "\n")
                 elif where == "before":
