@@ -5,6 +5,7 @@
     ptharness diff A.json B.json
     ptharness debug SCENARIO [--at entry|done|fault] [--variant prepatch]
     ptharness walk --gdb HOST:PORT|SOCKET [--va ADDR] [--json FILE] [--oracle]
+    ptharness explore [--budget SECONDS] [--seed N] [--variant prepatch] [--pv native|xen|any]
 
 Exit status: 0 fine, 1 the check found a disagreement, 2 an error (one line on
 stderr), 130 interrupted.  Subcommands register in SUBCOMMANDS.
@@ -173,6 +174,9 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--matrix", choices=MATRICES, default="quick", help="scenario set (default quick)")
     p.add_argument("--scenario", action="append", default=[], metavar="ID",
                    help="run only this scenario (repeatable; `ptharness list` shows the ids)")
+    p.add_argument("--scenario-spec", action="append", default=[], metavar="SPEC",
+                   help="run a scenario given by its spec, e.g. pae-nopse-pge-nx-1000M-mem=897M "
+                        "(repeatable; what `ptharness explore` prints)")
     p.add_argument("--variant", choices=VARIANTS, default="patched",
                    help="which guest build runs (default patched)")
     p.add_argument("--model", choices=VARIANTS, default="patched", dest="model_variant",
@@ -220,8 +224,10 @@ def cmd_check(args: argparse.Namespace, out=sys.stdout) -> int:
     from pathlib import Path
     from . import matrix, scenarios
     from .runner import RunOptions
-    chosen = ([scenarios.get(i) for i in args.scenario] if args.scenario
-              else scenarios.matrix(args.matrix))
+    picked = args.scenario or args.scenario_spec
+    chosen = ([scenarios.get(i) for i in args.scenario]
+              + [scenarios.from_spec(spec) for spec in args.scenario_spec]
+              if picked else scenarios.matrix(args.matrix))
     opt = RunOptions(variant=args.variant, model_variant=args.model_variant,
                      artifacts=Path(args.artifacts).resolve(), qemu=args.qemu,
                      gdb=args.gdb_binary, accel=args.accel,
@@ -230,7 +236,7 @@ def cmd_check(args: argparse.Namespace, out=sys.stdout) -> int:
         opt.guest_build = Path(args.guest_build).resolve()
     _preflight(args, chosen, opt)
     jobs = args.jobs or matrix.default_jobs()
-    what = f"{len(chosen)} chosen" if args.scenario else f"{args.matrix} matrix"
+    what = f"{len(chosen)} chosen" if picked else f"{args.matrix} matrix"
     label = f"{what}, guest {args.variant}, model {args.model_variant}"
     ok = matrix.run_and_report(chosen, opt, jobs, label,
                                junit=Path(args.junit) if args.junit else None,
@@ -303,7 +309,7 @@ def cmd_debug(args: argparse.Namespace, out=sys.stdout) -> int:
     from pathlib import Path
     from . import debug, scenarios
     from .runner import RunOptions
-    s = scenarios.get(args.scenario)
+    s = scenarios.get_or_spec(args.scenario)
     opt = RunOptions(variant=args.variant, model_variant=args.model_variant,
                      artifacts=Path(args.artifacts).resolve(), qemu=args.qemu,
                      gdb=args.gdb_binary)
@@ -318,8 +324,78 @@ def cmd_debug(args: argparse.Namespace, out=sys.stdout) -> int:
 # entry point
 # --------------------------------------------------------------------------------------
 
+# --------------------------------------------------------------------------------------
+# explore
+# --------------------------------------------------------------------------------------
+
+def _positive_seconds(text: str) -> float:
+    import math
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not math.isfinite(v) or v <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: a finite number of seconds above 0")
+    return v
+
+
+def _add_explore(sub: argparse._SubParsersAction) -> None:
+    from .scenarios import VARIANTS
+    p = sub.add_parser(
+        "explore", help="generate scenarios (Hypothesis) and shrink a failure to the smallest",
+        description="Draw scenarios nobody listed -- CPU flags, RAM, mem=, reservetop=, "
+                    "noexec=, poison=, smp=, pv= -- leaning to PMD boundaries of the spec's "
+                    "bounds and to the 896 MiB and large-page edges; run each through every "
+                    "check layer; shrink each distinct failure to its smallest scenario and "
+                    "print it as a command and as a Scenario(...) line. Exit 1 when a failure "
+                    "was found. The pre-patch guest (--variant prepatch) fails wherever a check "
+                    "flags it: explore finds the seed's bugs on its own.")
+    p.add_argument("--budget", type=_positive_seconds, default=60.0, metavar="SECONDS",
+                   help="time to search (default 60; a shrink under way may take up to 30 s more)")
+    p.add_argument("--seed", type=int, default=0, help="Hypothesis seed (default 0): same seed, "
+                   "same scenarios, worker by worker")
+    p.add_argument("--variant", choices=VARIANTS, default="patched", help="guest build")
+    p.add_argument("--pv", choices=("native", "xen", "any"), default="any",
+                   help="paravirt backend of the drawn scenarios (default any)")
+    p.add_argument("--build", choices=("pae", "nopae", "any"), default="any",
+                   help="guest build (paging mode) of the drawn scenarios (default any)")
+    p.add_argument("-j", "--jobs", type=int, default=0, metavar="N",
+                   help="parallel searches (default: one per CPU)")
+    p.add_argument("--artifacts", metavar="DIR", default="artifacts/explore",
+                   help="runs of failing scenarios and Hypothesis's example database "
+                        "(default artifacts/explore)")
+    p.add_argument("--qemu", default="qemu-system-i386", metavar="PATH", help="QEMU binary")
+    p.add_argument("--gdb-binary", default="gdb", metavar="PATH", help="gdb binary")
+    p.add_argument("--guest-build", metavar="DIR", default=None,
+                   help="where the guest variants are built (default guest/build)")
+    p.add_argument("--timeout-factor", type=float, default=1.0, metavar="F",
+                   help="multiply every guest timeout (slow hosts)")
+    p.set_defaults(func=cmd_explore, accel="tcg")
+
+
+def cmd_explore(args: argparse.Namespace, out=sys.stdout) -> int:
+    from pathlib import Path
+    from . import explore, matrix, scenarios
+    from .runner import RunOptions
+    opt = RunOptions(variant=args.variant, artifacts=Path(args.artifacts).resolve(),
+                     qemu=args.qemu, gdb=args.gdb_binary, timeout_factor=args.timeout_factor)
+    if args.guest_build:
+        opt.guest_build = Path(args.guest_build).resolve()
+    # The builds the drawn scenarios need, checked before anything starts.
+    probe = [scenarios.get(i) for b, i in (("pae", "pae-pse-pge-nx-16M"),
+                                           ("nopae", "nopae-pse-pge-16M"))
+             if args.build in (b, "any")]
+    _preflight(args, probe, opt)
+    if args.jobs < 0:
+        raise CliError(f"-j {args.jobs}: a number of workers, at least 1")
+    found = explore.explore(opt, seed=args.seed, budget=args.budget,
+                            jobs=args.jobs or matrix.default_jobs(), pv=args.pv,
+                            build=args.build, out=out)
+    return EXIT_DISAGREE if found else EXIT_OK
+
+
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _add_check, _add_list, _add_diff, _add_walk, _add_debug]
+    _add_check, _add_list, _add_diff, _add_walk, _add_debug, _add_explore]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -25,7 +25,7 @@ from .scenarios import Scenario
 _PR_SET_PDEATHSIG = 1
 
 
-def _worker_init() -> None:
+def worker_init() -> None:
     """A worker dies (SIGTERM: its QEMU and gdb go with it) when the parent does."""
     try:
         ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
@@ -51,7 +51,7 @@ def run_matrix(chosen: list[Scenario], opt: RunOptions, jobs: int,
         return [results[s.id] for s in chosen]
     ctx = multiprocessing.get_context("fork")
     pool = ProcessPoolExecutor(max_workers=min(jobs, total), mp_context=ctx,
-                               initializer=_worker_init)
+                               initializer=worker_init)
     try:
         # Heaviest first: the last ones to finish are then short ones.
         ordered = sorted(chosen, key=lambda s: -s.weight)

@@ -17,6 +17,7 @@ from pathlib import Path
 
 from . import (boot, checks, elf, fault, fixmap, gdbmi, model, oracle, probes, qemu, records, smp,
                walker, work, x86)
+from . import scenarios
 from .report import render
 from .scenarios import AUDIT, PASS, Scenario
 from .snapshot import Snapshot
@@ -115,12 +116,14 @@ def artifacts_dir(s: Scenario, opt: RunOptions) -> Path:
 
 
 def reproduce_command(s: Scenario, opt: RunOptions) -> str:
-    return shlex.join([".venv/bin/ptharness", "check", "--scenario", s.id] + opt.cli_flags())
+    which = ["--scenario", s.id] if scenarios.in_table(s) else ["--scenario-spec", s.spec]
+    return shlex.join([".venv/bin/ptharness", "check", *which] + opt.cli_flags())
 
 
 def debug_command(s: Scenario, opt: RunOptions, at: str = "done") -> str:
     flags = ["--variant", opt.variant] if opt.variant != "patched" else []
-    return shlex.join([".venv/bin/ptharness", "debug", s.id, "--at", at] + flags)
+    name = s.id if scenarios.in_table(s) else s.spec
+    return shlex.join([".venv/bin/ptharness", "debug", name, "--at", at] + flags)
 
 
 def kernel_path(s: Scenario, opt: RunOptions) -> Path:

@@ -7,6 +7,7 @@ Ids work on the command line (`ptharness check --scenario ID`) and with
 """
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from . import fixmap, x86
@@ -27,6 +28,11 @@ def _bound_pages(pae: bool) -> dict[str, int]:
             "fixstart": fixmap.END - 1,             # __fix_to_virt(end - 1): range-init start
             "bootstart": fixmap.END,                # FIXADDR_BOOT_START
             "pkmap": fixmap.END + last_pkmap + 1}   # PKMAP_BASE before its rounding
+
+
+def bound_names(pae: bool) -> tuple[str, ...]:
+    """The bounds boundary_reservetop() can put on a PMD boundary."""
+    return tuple(_bound_pages(pae))
 
 
 def boundary_reservetop(pae: bool, bound: str, offset_pages: int, near: int = 64 * MiB) -> int:
@@ -145,6 +151,16 @@ class Scenario:
         lowmem = min(self.memory, 896 * MiB) >> 12
         small_pages = not self.pse or self.pv == "xen"
         return 1.0 + (lowmem / 50_000 if small_pages else 0.0)
+
+    @property
+    def spec(self) -> str:
+        """The scenario spelled out as one id-like string that from_spec() reads back:
+        [xen-]pae|nopae-pse|nopse-pge|nopge-nx|nonx-SIZE[-KNOB=VALUE...]. Scenarios
+        that are in no table (`ptharness explore` makes them) are named by it."""
+        parts = ["xen"] if self.pv == "xen" else []
+        parts += ["pae" if self.pae else "nopae", "pse" if self.pse else "nopse",
+                  "pge" if self.pge else "nopge", "nx" if self.nx else "nonx", self.memory_arg]
+        return "-".join(parts + list(self.cmdline))
 
     def expected_findings(self) -> frozenset[tuple[str, str]]:
         """(check, rule) pairs that must fail, and no others: a deliberately broken
@@ -315,6 +331,57 @@ MATRICES = ("quick", "full")
 class UnknownScenario(KeyError):
     def __str__(self) -> str:
         return self.args[0]
+
+
+_SIZE_RE = re.compile(r"^(\d+)([MG])$")
+_FLAG_WORDS = {"pse": "pse", "nopse": "pse", "pge": "pge", "nopge": "pge", "nx": "nx", "nonx": "nx"}
+
+
+def from_spec(spec: str) -> Scenario:
+    """The scenario a spec names (Scenario.spec), expected to pass; its id is the
+    spec itself. Raises UnknownScenario naming the word it cannot read."""
+    words = spec.split("-")
+    pv = "native"
+    if words and words[0] == "xen":
+        pv, words = "xen", words[1:]
+    if not words or words[0] not in ("pae", "nopae"):
+        raise UnknownScenario(f"scenario spec {spec!r}: starts with pae or nopae (after xen-)")
+    fields: dict = {"pae": words[0] == "pae"}
+    i = 1
+    while i < len(words) and words[i] in _FLAG_WORDS:
+        fields[_FLAG_WORDS[words[i]]] = not words[i].startswith("no")
+        i += 1
+    m = _SIZE_RE.match(words[i]) if i < len(words) else None
+    if m is None:
+        raise UnknownScenario(f"scenario spec {spec!r}: expected the memory size (e.g. 128M) "
+                              f"after the CPU flags, got {words[i] if i < len(words) else 'nothing'!r}")
+    fields["memory"] = int(m.group(1)) * (MiB if m.group(2) == "M" else GiB)
+    knobs: list[str] = []
+    for w in words[i + 1:]:
+        if "=" not in w and knobs:  # a value with a dash in it: pvbug=writable-pt
+            knobs[-1] += "-" + w
+        elif "=" not in w or not w.split("=", 1)[1]:
+            raise UnknownScenario(f"scenario spec {spec!r}: {w!r} is not a KNOB=VALUE word")
+        else:
+            knobs.append(w)
+    fields.setdefault("nx", False)
+    return Scenario(id=spec, cmdline=tuple(knobs), pv=pv, sets=frozenset(), **fields)
+
+
+def in_table(s: Scenario) -> bool:
+    """A scenario of the table (named by its id), not one made from a spec."""
+    return SCENARIOS.get(s.id) == s
+
+
+def get_or_spec(text: str) -> Scenario:
+    """A table id, or else a spec (`ptharness debug` takes either)."""
+    try:
+        return get(text)
+    except UnknownScenario as unknown:
+        try:
+            return from_spec(text)
+        except UnknownScenario:
+            raise unknown from None
 
 
 def get(scenario_id: str) -> Scenario:
