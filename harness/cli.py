@@ -20,15 +20,38 @@ from typing import Callable
 from . import __version__, oracle, walker
 from .gdbmi import GdbMemory, MiError, MiSession
 from .report import format_cpu, format_ranges, format_va_walk
-from .qemu import QemuError
+from .qemu import QemuError, Terminated
 from .scenarios import UnknownScenario
 from .snapshot import Snapshot, SnapshotError
 
-EXIT_OK, EXIT_DISAGREE, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130
+EXIT_OK, EXIT_DISAGREE, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
+
+
+def _on_sigterm(signum, frame):
+    raise Terminated()
 
 
 class CliError(Exception):
     """Bad input or an unusable target: printed as one line."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """Bad arguments in one line, not the whole usage before it."""
+
+    def error(self, message: str):
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message} (`{self.prog} --help` lists "
+                              "the options)\n")
+
+
+def _jobs(text: str) -> int:
+    """-j: how many at a time; 0 (the default) is one per CPU."""
+    try:
+        n = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if n < 0:
+        raise argparse.ArgumentTypeError(f"{n}: at least 1 (or 0 for one per CPU)")
+    return n
 
 
 # --------------------------------------------------------------------------------------
@@ -181,7 +204,7 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
                    help="which guest build runs (default patched)")
     p.add_argument("--model", choices=VARIANTS, default="patched", dest="model_variant",
                    help="which algorithm the model check holds it to (default patched: the spec)")
-    p.add_argument("-j", "--jobs", type=int, default=0, metavar="N",
+    p.add_argument("-j", "--jobs", type=_jobs, default=0, metavar="N",
                    help="scenarios at a time (default: one per CPU)")
     p.add_argument("--junit", metavar="FILE", help="write JUnit XML here")
     p.add_argument("--json", metavar="FILE", help="write the matrix result as JSON here")
@@ -193,7 +216,7 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
                    help="where the guest variants are built (default guest/build)")
     p.add_argument("--accel", choices=("tcg", "kvm"), default="tcg",
                    help="QEMU accelerator (kvm only where /dev/kvm is usable)")
-    p.add_argument("--timeout-factor", type=float, default=1.0, metavar="F",
+    p.add_argument("--timeout-factor", type=_factor, default=1.0, metavar="F",
                    help="multiply every guest timeout (slow hosts)")
     p.add_argument("--no-oracle", action="store_true", help="skip QEMU's info tlb / info mem")
     p.add_argument("-q", "--quiet", action="store_true", help="no per-scenario progress lines")
@@ -201,22 +224,41 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
 
 
 def _preflight(args: argparse.Namespace, chosen, opt) -> None:
-    """Fail before starting anything: binaries, the guest builds, KVM."""
+    """Fail before starting anything, with one line: binaries that are missing or
+    do not run, KVM, guest builds that are missing or no guest of the contract."""
     import os
     import shutil
-    from .runner import HarnessError, kernel_path
+    import subprocess
+    from . import elf, fixmap, model
+    from .runner import STOP_POINTS, HarnessError, kernel_path
     for what, binary in (("QEMU", args.qemu), ("gdb", args.gdb_binary)):
         if shutil.which(binary) is None:
             raise CliError(f"{what} binary {binary!r} not found (scripts/bootstrap installs it)")
+        try:
+            r = subprocess.run([binary, "--version"], capture_output=True, text=True,
+                               timeout=10 * opt.timeout_factor, stdin=subprocess.DEVNULL)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise CliError(f"{what} binary {binary!r} does not run: {e}") from None
+        first = (r.stdout.strip().splitlines() or [""])[0]
+        if r.returncode != 0 or not first:
+            raise CliError(f"{what} binary {binary!r} does not run: `{binary} --version` "
+                           f"exited with status {r.returncode}")
     if args.accel == "kvm":
         try:
             os.close(os.open("/dev/kvm", os.O_RDWR))
         except OSError as e:
             raise CliError(f"--accel kvm: /dev/kvm is not usable here ({e.strerror}); use tcg")
     try:
-        for s in chosen:
-            kernel_path(s, opt)
-    except HarnessError as e:
+        for path in dict.fromkeys(kernel_path(s, opt) for s in chosen):
+            image = elf.KernelImage.from_elf(path)
+            missing = [n for n in model.REQUIRED_SYMBOLS + STOP_POINTS if n not in image.symbols]
+            if missing:
+                raise CliError(f"{path}: not a guest of docs/guest-contract.md "
+                               f"(no symbol {', '.join(missing)})")
+            mismatch = fixmap.check_image(image.symbols)
+            if mismatch:
+                raise CliError(f"{path}: {mismatch}")
+    except (HarnessError, elf.ElfError) as e:
         raise CliError(str(e)) from None
 
 
@@ -238,11 +280,10 @@ def cmd_check(args: argparse.Namespace, out=sys.stdout) -> int:
     jobs = args.jobs or matrix.default_jobs()
     what = f"{len(chosen)} chosen" if picked else f"{args.matrix} matrix"
     label = f"{what}, guest {args.variant}, model {args.model_variant}"
-    ok = matrix.run_and_report(chosen, opt, jobs, label,
-                               junit=Path(args.junit) if args.junit else None,
-                               json_path=Path(args.json) if args.json else None,
-                               out=out, quiet=args.quiet)
-    return EXIT_OK if ok else EXIT_DISAGREE
+    return matrix.run_and_report(chosen, opt, jobs, label,
+                                 junit=Path(args.junit) if args.junit else None,
+                                 json_path=Path(args.json) if args.json else None,
+                                 out=out, quiet=args.quiet)
 
 
 def _add_list(sub: argparse._SubParsersAction) -> None:
@@ -328,6 +369,18 @@ def cmd_debug(args: argparse.Namespace, out=sys.stdout) -> int:
 # explore
 # --------------------------------------------------------------------------------------
 
+def _factor(text: str) -> float:
+    """--timeout-factor: a finite number above 0 (every timeout is multiplied by it)."""
+    import math
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(v) or v <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r}: a finite number above 0 (e.g. 2 on a slow host)")
+    return v
+
+
 def _positive_seconds(text: str) -> float:
     import math
     try:
@@ -359,7 +412,7 @@ def _add_explore(sub: argparse._SubParsersAction) -> None:
                    help="paravirt backend of the drawn scenarios (default any)")
     p.add_argument("--build", choices=("pae", "nopae", "any"), default="any",
                    help="guest build (paging mode) of the drawn scenarios (default any)")
-    p.add_argument("-j", "--jobs", type=int, default=0, metavar="N",
+    p.add_argument("-j", "--jobs", type=_jobs, default=0, metavar="N",
                    help="parallel searches (default: one per CPU)")
     p.add_argument("--artifacts", metavar="DIR", default="artifacts/explore",
                    help="runs of failing scenarios and Hypothesis's example database "
@@ -368,7 +421,7 @@ def _add_explore(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gdb-binary", default="gdb", metavar="PATH", help="gdb binary")
     p.add_argument("--guest-build", metavar="DIR", default=None,
                    help="where the guest variants are built (default guest/build)")
-    p.add_argument("--timeout-factor", type=float, default=1.0, metavar="F",
+    p.add_argument("--timeout-factor", type=_factor, default=1.0, metavar="F",
                    help="multiply every guest timeout (slow hosts)")
     p.set_defaults(func=cmd_explore, accel="tcg")
 
@@ -386,8 +439,6 @@ def cmd_explore(args: argparse.Namespace, out=sys.stdout) -> int:
                                            ("nopae", "nopae-pse-pge-16M"))
              if args.build in (b, "any")]
     _preflight(args, probe, opt)
-    if args.jobs < 0:
-        raise CliError(f"-j {args.jobs}: a number of workers, at least 1")
     found = explore.explore(opt, seed=args.seed, budget=args.budget,
                             jobs=args.jobs or matrix.default_jobs(), pv=args.pv,
                             build=args.build, out=out)
@@ -399,7 +450,7 @@ SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="ptharness",
         description="QEMU-backed validation of i386 early page-table construction.")
     parser.add_argument("--version", action="version", version=f"ptharness {__version__}")
@@ -410,9 +461,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import signal
     args = build_parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return args.func(args)
+    except Terminated:
+        print("ptharness: terminated (SIGTERM)", file=sys.stderr)
+        return EXIT_TERMINATED
     except KeyboardInterrupt:
         print("ptharness: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -421,6 +477,8 @@ def main(argv: list[str] | None = None) -> int:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         print(f"ptharness: error: {first}", file=sys.stderr)
         return EXIT_ERROR
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

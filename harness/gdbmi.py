@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from pygdbmi.gdbmiparser import parse_response
 
@@ -208,8 +208,10 @@ class MiSession:
 
     def __init__(self, gdb: str = "gdb", transcript: str | Path | None = None, *,
                  transport=None, gdb_args: list[str] | None = None,
-                 transcript_line_limit: int = TRANSCRIPT_LINE_LIMIT):
+                 transcript_line_limit: int = TRANSCRIPT_LINE_LIMIT,
+                 timeout_factor: float = 1.0):
         self._t0 = time.monotonic()
+        self.default_timeout = DEFAULT_TIMEOUT * timeout_factor  # commands that give none
         self._token = 0
         self._buf = bytearray()
         self._scanned = 0  # bytes of _buf known to hold no newline
@@ -226,12 +228,15 @@ class MiSession:
         self._scratch: str | None = None
         self._relay: subprocess.Popen | None = None
         self._pmemsave_ok: bool | None = None
+        # watch(): why the target cannot answer (its QEMU died or is stopped), or
+        # None; looked at every half second while an answer is awaited.
+        self.watch: Callable[[], str | None] | None = None
         if self._transcript:
             self._transcript.write("# ptharness gdb/MI transcript: `>` sent, `<` received, "
                                    "seconds since start\n")
         try:
             self._io = transport if transport is not None else _GdbPipes(gdb, _gdb_settings(gdb_args))
-            self._read_until_prompt(DEFAULT_TIMEOUT, "(gdb start-up)")
+            self._read_until_prompt(self.default_timeout, "(gdb start-up)")
         except BaseException:
             self.close()
             raise
@@ -274,8 +279,11 @@ class MiSession:
             if left <= 0:
                 raise MiTimeout(f"no answer from gdb to `{waiting_for}` in time; "
                                 f"last lines of the session:\n{self.transcript_tail()}")
-            data = self._io.read(left)
+            data = self._io.read(min(left, 0.5) if self.watch else left)
             if data is None:
+                why = self.watch() if self.watch else None
+                if why:
+                    raise TargetGone(f"{why} while gdb waited for `{waiting_for}`")
                 continue
             if data == b"":
                 if buf:
@@ -338,15 +346,16 @@ class MiSession:
             if t in ("console", "target", "log", "output"):
                 streams.append(rec["payload"] or "")
 
-    def command(self, mi: str, timeout: float = DEFAULT_TIMEOUT) -> dict:
+    def command(self, mi: str, timeout: float | None = None) -> dict:
         """Send one MI command and return its parsed result record
         ({"type": "result", "message": "done", "payload": {...}, "token": N}).
         Raises GdbError on ^error, MiTimeout, GdbDied or TargetGone."""
-        return self._execute(mi, timeout)[0]
+        return self._execute(mi, self.default_timeout if timeout is None else timeout)[0]
 
-    def console(self, cli: str, timeout: float = DEFAULT_TIMEOUT) -> str:
+    def console(self, cli: str, timeout: float | None = None) -> str:
         """Run a CLI command and return what it printed."""
-        _, streams = self._execute(f"-interpreter-exec console {mi_quote(cli)}", timeout)
+        _, streams = self._execute(f"-interpreter-exec console {mi_quote(cli)}",
+                                   self.default_timeout if timeout is None else timeout)
         return "".join(streams)
 
     # -- target ----------------------------------------------------------------------------
@@ -451,8 +460,9 @@ class MiSession:
         except MiError:
             return None
 
-    def monitor(self, cmd: str, timeout: float = 60.0) -> str:
+    def monitor(self, cmd: str, timeout: float | None = None) -> str:
         """A QEMU monitor command through the gdbstub; its output with \\n line ends."""
+        timeout = 6 * self.default_timeout if timeout is None else timeout
         return self.console(f"monitor {cmd}", timeout).replace("\r\n", "\n")
 
     def run_state(self) -> str:
@@ -558,7 +568,7 @@ class MiSession:
             raise MiError("the gdbstub does not support physical memory access "
                           f"(Qqemu.PhyMemMode:{on} answered {out.strip()!r}); is it QEMU?")
 
-    def read_memory(self, addr: int, size: int, timeout: float = 60.0) -> bytes:
+    def read_memory(self, addr: int, size: int, timeout: float | None = None) -> bytes:
         """`size` bytes at `addr` in the current (virtual or physical) mode.
 
         Big reads go through `dump binary memory` into a private file: the same
@@ -566,6 +576,7 @@ class MiSession:
         read: 0.12 s instead of 0.18 s)."""
         if size <= 0:
             return b""
+        timeout = 6 * self.default_timeout if timeout is None else timeout
         if size >= _DUMP_THRESHOLD and self._can_dump():
             return self._read_by_dump(addr, size, timeout)
         rec = self.command(f"-data-read-memory-bytes {addr:#x} {size}", timeout)
@@ -643,12 +654,13 @@ class MiSession:
             raise MiError(f"could only read {len(data)} of {size} bytes at {addr:#x}")
         return data
 
-    def write_memory(self, addr: int, data: bytes, timeout: float = 60.0) -> None:
+    def write_memory(self, addr: int, data: bytes, timeout: float | None = None) -> None:
         """Write in the current (virtual or physical) mode. Big writes go through
         `restore`: gdb parses a long -data-write-memory-bytes argument in
         quadratic time (256 KiB: 0.84 s; as a file: 0.013 s)."""
         if not data:
             return
+        timeout = 6 * self.default_timeout if timeout is None else timeout
         if len(data) >= _DUMP_THRESHOLD and self._can_dump():
             path = os.path.join(self._scratch_dir(), "write.bin")
             with open(path, "wb") as f:

@@ -7,6 +7,7 @@ and the walker are Python and would otherwise queue on the GIL.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import json
 import multiprocessing
@@ -19,6 +20,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Callable
 
+from .qemu import Terminated
 from .runner import Result, RunOptions, run
 from .scenarios import Scenario
 
@@ -63,9 +65,14 @@ def run_matrix(chosen: list[Scenario], opt: RunOptions, jobs: int,
                 results[r.scenario.id] = r
                 if on_result:
                     on_result(r, len(results), total)
-    except BaseException:
-        # Ctrl-C reaches the workers too (same process group): each stops its own
-        # QEMU and gdb on the way out; queued scenarios are dropped.
+    except BaseException as e:
+        # Ctrl-C reaches the workers too (same process group); a SIGTERM of ours is
+        # passed on. Each worker stops its own QEMU and gdb on the way out; queued
+        # scenarios are dropped.
+        if isinstance(e, Terminated):
+            for proc in list(getattr(pool, "_processes", {}).values()):
+                with contextlib.suppress(OSError):
+                    os.kill(proc.pid, signal.SIGTERM)
         pool.shutdown(wait=True, cancel_futures=True)
         raise
     pool.shutdown(wait=True)
@@ -98,6 +105,16 @@ def summary(results: list[Result]) -> str:
     lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def exit_code(results: list[Result]) -> int:
+    """0 every scenario met its expectation; 1 some scenario's tables (or outcome)
+    were wrong; 2 none was wrong but some could not be judged (an ERROR: QEMU,
+    gdb or the guest ELF failed, not the page tables). A wrong table outranks an
+    ERROR: it is what the run exists to find."""
+    if any(not r.met_expectation and not r.error for r in results):
+        return 1
+    return 2 if any(r.error for r in results) else 0
 
 
 def verdict(results: list[Result], wall: float, label: str) -> tuple[bool, str]:
@@ -155,9 +172,10 @@ def write_junit(results: list[Result], path: Path, wall: float) -> None:
 
 def run_and_report(chosen: list[Scenario], opt: RunOptions, jobs: int, label: str, *,
                    junit: Path | None = None, json_path: Path | None = None,
-                   out=sys.stdout, quiet: bool = False) -> bool:
+                   out=sys.stdout, quiet: bool = False) -> int:
     """The main job: progress as scenarios finish, the reports of the ones that
-    did not meet their expectation, a summary table and one verdict line."""
+    did not meet their expectation, a summary table and one verdict line.
+    Returns the exit code (exit_code)."""
     t0 = time.monotonic()
     print(f"ptharness: {len(chosen)} scenario(s) [{label}], {jobs} at a time; "
           f"artifacts in {opt.artifacts}", file=out, flush=True)
@@ -179,4 +197,8 @@ def run_and_report(chosen: list[Scenario], opt: RunOptions, jobs: int, label: st
         write_junit(results, junit, wall)
     if json_path:
         write_json(results, json_path, wall)
-    return ok
+    code = exit_code(results)
+    if code == 2:
+        print("ptharness: some scenarios could not be judged (ERROR): the environment "
+              "failed, not the page tables; see their reports", file=out, flush=True)
+    return code

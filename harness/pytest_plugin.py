@@ -7,6 +7,7 @@ recording JUnit properties and keeping the artifacts.
 """
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
@@ -58,6 +59,14 @@ def pytest_configure(config):
             "run it with -n 0 (e.g. pytest -n 0 --gdb-on-fail -k SCENARIO)")
     if config.getoption("keep_artifacts") not in ("all", "failed"):
         raise pytest.UsageError("--keep-artifacts must be all or failed")
+    factor = config.getoption("timeout_factor")
+    try:
+        ok = math.isfinite(float(factor)) and float(factor) > 0
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise pytest.UsageError(f"--timeout-factor {factor!r}: a finite number above 0 "
+                                "(PTHARNESS_TIMEOUT_FACTOR likewise)")
     variant = config.getoption("guest_variant")
     if variant not in scenarios.VARIANTS:
         raise pytest.UsageError(f"--guest-variant must be one of {', '.join(scenarios.VARIANTS)}")

@@ -36,6 +36,25 @@ class QemuError(Exception):
     """Anything that went wrong with QEMU itself."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM of a ptharness process, unwound like Ctrl-C: QEMU and gdb stopped,
+    a walked guest resumed, the terminal restored, temporary directories removed
+    (ptharness's main installs the handler that raises it)."""
+
+
+class QemuGone(QemuError):
+    """QEMU died, or is stopped, while the harness waited on it."""
+
+
+def _proc_state(pid: int) -> str | None:
+    """The state letter of /proc/PID/stat (R, S, T, Z, ...), None if unreadable."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat[stat.rfind(")") + 2:][:1] or None
+
+
 class QemuLaunchError(QemuError):
     """QEMU did not come up: carries the command, its exit code and its output."""
 
@@ -268,6 +287,8 @@ class QemuProcess:
         self._socket_dir: Path | None = None
         self._proc: subprocess.Popen | None = None
         self._log_file = None
+        self.stopped_grace = 3.0  # a stopped QEMU is reported after this long
+        self._stopped_since: float | None = None
 
     # -- life cycle --------------------------------------------------------------------
     def __enter__(self) -> "QemuProcess":
@@ -352,6 +373,33 @@ class QemuProcess:
     def alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
+    def trouble(self) -> str | None:
+        """Why QEMU cannot answer, or None: it exited (with which status or
+        signal), or it has been stopped (state T in /proc, e.g. SIGSTOP) for
+        longer than `stopped_grace` seconds."""
+        if self._proc is None:
+            return "QEMU was not started"
+        rc = self._proc.poll()
+        if rc is not None:
+            how = (f"was killed by {signal.Signals(-rc).name}" if rc < 0
+                   else f"exited with status {rc}")
+            return f"QEMU (pid {self._proc.pid}) {how}"
+        if _proc_state(self._proc.pid) == "T":
+            now = time.monotonic()
+            self._stopped_since = self._stopped_since or now
+            if now - self._stopped_since >= self.stopped_grace:
+                return (f"QEMU (pid {self._proc.pid}) has been stopped (state T, e.g. SIGSTOP) "
+                        f"for {now - self._stopped_since:.0f}s")
+        else:
+            self._stopped_since = None
+        return None
+
+    def check_alive(self, doing: str) -> None:
+        """Raise QemuGone naming QEMU's state if it cannot answer."""
+        why = self.trouble()
+        if why:
+            raise QemuGone(f"{why} during {doing}")
+
     def terminate(self) -> None:
         """Stop QEMU (politely, then forcefully) and remove the socket directory.
         Safe to call more than once."""
@@ -400,17 +448,20 @@ class QemuProcess:
         4 KiB pages, 20 MB of `info tlb` takes seconds that way)."""
         if not self.qmp_enabled:
             raise QemuError("this QemuProcess was started without QMP")
-        if self._qmp is None:
-            self._qmp = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            self._qmp.settimeout(timeout)
-            self._qmp.connect(self._qmp_path())
-            self._qmp_reply()  # the greeting
-            self._qmp_send({"execute": "qmp_capabilities"})
-            self._qmp_reply()
-        self._qmp.settimeout(timeout)
-        self._qmp_send({"execute": "human-monitor-command",
-                        "arguments": {"command-line": command}})
-        reply = self._qmp_reply()
+        try:
+            if self._qmp is None:
+                self._qmp = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                self._qmp.settimeout(timeout)
+                self._qmp.connect(self._qmp_path())
+                self._qmp_reply(time.monotonic() + timeout, "the QMP greeting")
+                self._qmp_send({"execute": "qmp_capabilities"})
+                self._qmp_reply(time.monotonic() + timeout, "qmp_capabilities")
+            self._qmp_send({"execute": "human-monitor-command",
+                            "arguments": {"command-line": command}})
+            reply = self._qmp_reply(time.monotonic() + timeout, f"`{command}` over QMP")
+        except OSError as e:
+            self.check_alive(f"`{command}` over QMP")
+            raise QemuGone(f"QMP `{command}`: {e.strerror or e}") from None
         if "error" in reply:
             raise QemuError(f"QMP `{command}`: {reply['error'].get('desc', reply['error'])}")
         return reply.get("return", "")
@@ -419,17 +470,28 @@ class QemuProcess:
         assert self._qmp is not None
         self._qmp.sendall(json.dumps(msg).encode() + b"\n")
 
-    def _qmp_reply(self) -> dict:
+    def _qmp_reply(self, deadline: float | None = None, doing: str = "QMP") -> dict:
         """The next reply or greeting, skipping asynchronous events. Replies are
         one JSON line each; `info tlb` can make one of 20 MB, so chunks are
-        joined once, not appended to a growing buffer."""
+        joined once, not appended to a growing buffer. While waiting, QEMU's
+        state is looked at every half second: a QEMU that died or is stopped is
+        named at once instead of waiting out the timeout."""
         assert self._qmp is not None
         while True:
             chunks = [self._qmp_buf]
             while b"\n" not in chunks[-1]:
-                chunk = self._qmp.recv(1 << 20)
+                self._qmp.settimeout(0.5)
+                try:
+                    chunk = self._qmp.recv(1 << 20)
+                except socket.timeout:
+                    self.check_alive(doing)
+                    if deadline is not None and time.monotonic() > deadline:
+                        raise QemuGone(f"no answer from QEMU to {doing} in time "
+                                       f"(QEMU pid {self.pid} is running)") from None
+                    continue
                 if not chunk:
-                    raise QemuError("QMP connection closed by QEMU")
+                    self.check_alive(doing)
+                    raise QemuGone(f"QEMU closed its QMP connection during {doing}")
                 chunks.append(chunk)
             line, _, self._qmp_buf = b"".join(chunks).partition(b"\n")
             msg = json.loads(line)

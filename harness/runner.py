@@ -191,6 +191,8 @@ def take_snapshot(gdb: gdbmi.MiSession, image: elf.KernelImage, label: str, s: S
 
 
 CPU_REGISTERS = ["cr0", "cr3", "cr4", "efer", "eip"]
+# The contract's stop points, in the order a boot reaches them.
+STOP_POINTS = ("pagetable_init", "paging_init_done", "work_done", "guest_exit")
 
 
 def take_work(gdb: gdbmi.MiSession, image: elf.KernelImage, s: Scenario,
@@ -358,8 +360,9 @@ def _run_in(s: Scenario, opt: RunOptions, art: Path, final: Path, t0: float) -> 
             for f in ev.saved:
                 f.result()
             timings["checks"] = time.monotonic() - t
-    except (HarnessError, qemu.QemuError, gdbmi.MiError, elf.ElfError) as e:
-        error = str(e)
+    except (HarnessError, qemu.QemuError, gdbmi.MiError, elf.ElfError, OSError) as e:
+        # The environment, not the tables: the scenario is an ERROR, the matrix goes on.
+        error = str(e) if not isinstance(e, OSError) else f"{type(e).__name__}: {e}"
         ev.serial = _read(art / "serial.log")
     result = Result(scenario=s, options=opt, verdict=verdict, exit_status=ev.exit_status,
                     artifacts=final, seconds=time.monotonic() - t0,
@@ -379,20 +382,21 @@ def _boot(s: Scenario, opt: RunOptions, machine: qemu.Machine, image: elf.Kernel
     tf = opt.timeout_factor
     prov = {"guest_build_id": image.build_id, "guest_variant": s.guest_variant(opt.variant)}
     t = time.monotonic()
-    with qemu.QemuProcess(machine, art, qmp=opt.oracle) as vm:
+    with qemu.QemuProcess(machine, art, qmp=opt.oracle, start_timeout=10 * tf) as vm:
+        vm.stopped_grace = 3 * tf
         _write_script(art / "qemu.sh", "Boot this scenario by hand, as the harness did "
                       "(add -S -gdb tcp::1234 to attach gdb).",
                       shlex.join(machine.arguments(final / vm.serial_log.name, None)))
-        with gdbmi.MiSession(opt.gdb, transcript=art / "gdb-mi.log") as gdb:
+        with gdbmi.MiSession(opt.gdb, transcript=art / "gdb-mi.log", timeout_factor=tf) as gdb:
+            gdb.watch = vm.trouble  # a dead or stopped QEMU is named, not waited out
             gdb.load_elf(machine.kernel)
             # QEMU's long outputs (info tlb) come over QMP here, so gdb's monitor only
             # carries short answers and needs no ack-dropping relay in between.
-            gdb.connect(vm.gdb_endpoint, relay=False)
+            gdb.connect(vm.gdb_endpoint, timeout=20 * tf, relay=False)
             ev.qemu_version = gdb.monitor("info version").strip()
             prov.update(qemu=ev.qemu_version, gdb=gdb.version())
             points = {}
-            for sym, where in (("pagetable_init", "before"), ("paging_init_done", "after"),
-                               ("work_done", "work"), ("guest_exit", "exit")):
+            for sym, where in zip(STOP_POINTS, ("before", "after", "work", "exit")):
                 gdb.break_at(sym)
                 points[image.symbols[sym]] = where
             timings["start"] = time.monotonic() - t

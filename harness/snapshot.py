@@ -120,10 +120,22 @@ class Snapshot:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Snapshot":
+        """Raises SnapshotError naming what is missing or malformed."""
+        if not isinstance(d, dict):
+            raise SnapshotError(f"not a ptharness snapshot (a JSON {type(d).__name__}, not an object)")
         if d.get("format") != FORMAT:
             raise SnapshotError(f"not a ptharness snapshot (format={d.get('format')!r})")
         if d.get("version") != VERSION:
             raise SnapshotError(f"snapshot version {d.get('version')} is not {VERSION}")
+        try:
+            return cls._parse(d)
+        except KeyError as e:
+            raise SnapshotError(f"malformed snapshot: field {e.args[0]!r} is missing") from None
+        except (TypeError, ValueError, AttributeError) as e:
+            raise SnapshotError(f"malformed snapshot: {e}") from None
+
+    @classmethod
+    def _parse(cls, d: dict[str, Any]) -> "Snapshot":
         return cls(
             label=d["label"],
             registers={k: _int(v) for k, v in d["registers"].items()},
@@ -148,7 +160,10 @@ class Snapshot:
             data = json.loads(Path(path).read_text())
         except (OSError, ValueError) as e:
             raise SnapshotError(f"cannot read snapshot {path}: {e}") from e
-        return cls.from_dict(data)
+        try:
+            return cls.from_dict(data)
+        except SnapshotError as e:
+            raise SnapshotError(f"{path}: {e}") from None
 
 
 def _perm(r: Range) -> str:
