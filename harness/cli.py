@@ -24,11 +24,11 @@ from .qemu import QemuError, Terminated
 from .scenarios import UnknownScenario
 from .snapshot import Snapshot, SnapshotError
 
-EXIT_OK, EXIT_DISAGREE, EXIT_ERROR, EXIT_INTERRUPTED, EXIT_TERMINATED = 0, 1, 2, 130, 143
+EXIT_OK, EXIT_DISAGREE, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130  # SIGTERM: 143
 
 
 def _on_sigterm(signum, frame):
-    raise Terminated()
+    raise Terminated(signum)
 
 
 class CliError(Exception):
@@ -463,12 +463,14 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     import signal
     args = build_parser().parse_args(argv)
-    previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    # SIGTERM and SIGHUP (the terminal went away) unwind like Ctrl-C.
+    previous = {s: signal.signal(s, _on_sigterm) for s in (signal.SIGTERM, signal.SIGHUP)}
     try:
         return args.func(args)
-    except Terminated:
-        print("ptharness: terminated (SIGTERM)", file=sys.stderr)
-        return EXIT_TERMINATED
+    except Terminated as e:
+        signum = e.args[0] if e.args else signal.SIGTERM
+        print(f"ptharness: terminated ({signal.Signals(signum).name})", file=sys.stderr)
+        return 128 + signum
     except KeyboardInterrupt:
         print("ptharness: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -478,7 +480,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ptharness: error: {first}", file=sys.stderr)
         return EXIT_ERROR
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pexpect
 
-from . import qemu, runner
+from . import qemu, runner, scenarios
 from .scenarios import Scenario
 
 POINTS = ("entry", "done", "work", "fault")
@@ -80,11 +80,16 @@ def debug(s: Scenario, opt: runner.RunOptions, at: str = "done", *,
         try:
             size = shutil.get_terminal_size()
             child.setwinsize(size.lines, size.columns)
-            stdout.write(f"ptharness debug: {s.id} (guest {s.guest_variant(opt.variant)}); "
+            stdout.write(f"ptharness debug: {s.id if scenarios.in_table(s) else s.spec} (guest {s.guest_variant(opt.variant)}); "
                          f"serial log {vm.serial_log}\n")
             stdout.flush()
             child.logfile_read = stdout
-            child.expect(PROMPT)  # after `pt start`: stopped where asked
+            try:
+                child.expect(PROMPT)  # after `pt start`: stopped where asked
+            except pexpect.TIMEOUT:
+                raise DebugError(f"gdb ({opt.gdb}) did not reach its prompt within "
+                                 f"{child.timeout:.0f}s (stopping at {at}); "
+                                 f"{vm.trouble() or 'QEMU is running'}") from None
             child.logfile_read = None
             child.interact()      # the terminal is the user's now, until gdb exits
             child.expect(pexpect.EOF, timeout=5)

@@ -19,7 +19,6 @@ import signal
 import socket
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable, Iterator
@@ -27,7 +26,7 @@ from typing import Callable, Iterator
 from pygdbmi.gdbmiparser import parse_response
 
 from . import x86
-from .qemu import spawn, stop
+from .qemu import short_private_dir, spawn, stop
 
 DEFAULT_TIMEOUT = 10.0
 # Transcript lines longer than this are cut (a page walk reads megabytes of hex).
@@ -370,9 +369,10 @@ class MiSession:
         self._stops.clear()
         try:
             self._execute(f"-target-select remote {listen}", timeout)
-        except (GdbError, TargetGone) as e:
-            msg = e.msg if isinstance(e, GdbError) else str(e)
-            raise ConnectError(f"cannot reach the gdbstub at {endpoint}: {msg.strip()}") from None
+        except (GdbError, TargetGone, MiTimeout) as e:
+            msg = self._relay_said() or (e.msg if isinstance(e, GdbError) else str(e))
+            raise ConnectError(f"cannot reach the gdbstub at {endpoint}: "
+                               f"{msg.strip().splitlines()[0]}") from None
         self.connected_to = endpoint
         self._pmemsave_ok = None
         return self._stops.pop() if self._stops else {}
@@ -395,6 +395,13 @@ class MiSession:
             self._stop_relay()
             raise ConnectError(f"cannot reach the gdbstub at {endpoint}: {rest}")
         return listen
+
+    def _relay_said(self) -> str:
+        """What the relay printed after "ready" (why it gave up), if anything."""
+        if self._relay is None or self._relay.stdout is None:
+            return ""
+        r, _, _ = select.select([self._relay.stdout], [], [], 0.5)
+        return self._relay.stdout.readline().decode(errors="replace").strip() if r else ""
 
     def _stop_relay(self) -> None:
         if self._relay is not None:
@@ -635,8 +642,7 @@ class MiSession:
     def _scratch_dir(self) -> str:
         """A private short-path directory (relay socket, big reads), removed on close."""
         if self._scratch is None:
-            base = tempfile.gettempdir()
-            self._scratch = tempfile.mkdtemp(prefix="pth-mi-", dir=base if len(base) < 60 else "/tmp")
+            self._scratch = str(short_private_dir("mi"))
         return self._scratch
 
     def _read_by_dump(self, addr: int, size: int, timeout: float) -> bytes:
@@ -880,8 +886,15 @@ def relay_main(endpoint: str, listen_path: str) -> int:
     state = [0]
     queue = {gdb: bytearray(), stub: bytearray()}
     peer = {gdb: stub, stub: gdb}
+    first_answer = True
+    asked_at = None  # when gdb's first packet went to the stub
     while True:
-        r, w, _ = select.select([gdb, stub], [s for s in (gdb, stub) if queue[s]], [])
+        r, w, _ = select.select([gdb, stub], [s for s in (gdb, stub) if queue[s]], [],
+                                0.5 if first_answer else None)
+        if first_answer and asked_at is not None and not r and time.monotonic() - asked_at > 3:
+            print(f"{endpoint} did not answer gdb's first packet within 3s: not a gdbstub "
+                  "(or its QEMU is stopped)", flush=True)
+            return 3
         for src in r:
             try:
                 data = src.recv(1 << 16)
@@ -891,6 +904,15 @@ def relay_main(endpoint: str, listen_path: str) -> int:
                 return 0
             if src is gdb:
                 data = _drop_acks(data, state)
+                asked_at = asked_at or time.monotonic()
+            elif first_answer:
+                # A gdbstub's first bytes are an ack or a packet; anything else (an
+                # HTTP server, an SSH banner) is said now instead of gdb timing out.
+                first_answer = False
+                if data[:1] not in (b"+", b"$", b"%"):
+                    print(f"{endpoint} does not speak the gdb remote protocol: it answered "
+                          f"{bytes(data[:40])!r}", flush=True)
+                    return 3
             queue[peer[src]] += data
         for dst in (gdb, stub):
             q = queue[dst]

@@ -254,12 +254,22 @@ def _qemu_opt_value(s: str) -> str:
     return s.replace(",", ",,")
 
 
-def _short_socket_dir() -> Path:
-    """A fresh private directory whose socket path fits in sun_path."""
+def short_private_dir(kind: str = "qemu") -> Path:
+    """A fresh private directory whose socket paths fit in sun_path, named
+    pth-KIND-PID-XXXX. Those a killed run (SIGKILL: nothing could clean up)
+    left behind, of a pid that is gone, are removed first."""
     base = tempfile.gettempdir()
     if len(base) > 60:
         base = "/tmp"
-    return Path(tempfile.mkdtemp(prefix="pth-", dir=base))
+    for old in Path(base).glob(f"pth-{kind}-*-*"):
+        pid = old.name.split("-")[2]
+        try:
+            mine = old.stat().st_uid == os.getuid()
+        except OSError:
+            continue
+        if mine and pid.isdigit() and not Path(f"/proc/{pid}").exists():
+            shutil.rmtree(old, ignore_errors=True)
+    return Path(tempfile.mkdtemp(prefix=f"pth-{kind}-{os.getpid()}-", dir=base))
 
 
 class QemuProcess:
@@ -305,7 +315,7 @@ class QemuProcess:
         if exe is None:
             raise QemuLaunchError(f"QEMU binary {self.machine.qemu!r} not found in PATH")
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self._socket_dir = _short_socket_dir()
+        self._socket_dir = short_private_dir("qemu")
         sock = str(self._socket_dir / "gdb.sock")
         if len(sock) > _SUN_PATH_MAX:  # pragma: no cover - _short_socket_dir prevents it
             raise QemuLaunchError(f"gdb socket path too long for a unix socket: {sock}")

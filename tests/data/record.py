@@ -32,7 +32,7 @@ def sanitize(path: Path, work: Path) -> None:
     """No paths of the recording machine: the scratch directory gets a fixed
     name (replay sends what the recording holds), the work directory goes."""
     text = path.read_text()
-    text = re.sub(r"/[\w/.-]*/pth-mi-[A-Za-z0-9_]+", "/tmp/pth-mi-recorded", text)
+    text = re.sub(r"/[\w/.-]*/pth-mi-[\w-]+", "/tmp/pth-mi-recorded", text)
     text = text.replace(str(work) + "/", "")
     path.write_text(text)
 

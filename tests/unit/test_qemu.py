@@ -1,10 +1,16 @@
 """The QEMU command line and input checks (nothing is started here)."""
 from __future__ import annotations
 
+import os
 import shlex
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
 
 import pytest
 
+from harness import qemu
 from harness.qemu import Machine, QemuLaunchError, QemuProcess, live_children
 
 
@@ -54,3 +60,22 @@ def test_missing_qemu_binary(tmp_path):
         q.start()
     assert live_children() == []
     assert not any(p.name.startswith("pth-") for p in tmp_path.iterdir())
+
+
+def test_a_killed_runs_private_directory_is_removed_by_the_next(monkeypatch):
+    """SIGKILL leaves pth-KIND-PID-* behind; the next one made removes those of
+    pids that are gone, and nothing of a live process."""
+    tmp_path = Path(tempfile.mkdtemp(prefix="t", dir="/tmp"))  # short: a socket fits
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    stale = tmp_path / f"pth-qemu-{dead.pid}-abc"
+    live = tmp_path / f"pth-qemu-{os.getpid()}-def"
+    stale.mkdir()
+    live.mkdir()
+    try:
+        made = qemu.short_private_dir("qemu")
+        assert made.parent == tmp_path and made.name.startswith(f"pth-qemu-{os.getpid()}-")
+        assert not stale.exists() and live.exists()
+    finally:
+        shutil.rmtree(tmp_path)
