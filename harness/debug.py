@@ -43,12 +43,21 @@ def gdb_argv(s: Scenario, opt: runner.RunOptions, at: str, kernel: Path, endpoin
 
 
 def _gdb_python_version(gdb: str) -> tuple[int, int] | None:
+    import signal
     import subprocess
     try:
-        out = subprocess.run([gdb, "-q", "-nx", "-batch", "-ex",
-                              "python import sys; print('PYVER', *sys.version_info[:2])"],
-                             capture_output=True, text=True, timeout=30).stdout
-    except (OSError, subprocess.TimeoutExpired):
+        # Its own process group: a gdb wrapper that hangs goes with all it started.
+        proc = subprocess.Popen([gdb, "-q", "-nx", "-batch", "-ex",
+                                 "python import sys; print('PYVER', *sys.version_info[:2])"],
+                                stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                                stdin=subprocess.DEVNULL, text=True, start_new_session=True)
+    except OSError:
+        return None
+    try:
+        out = proc.communicate(timeout=30)[0]
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
         return None
     for line in out.splitlines():
         if line.startswith("PYVER "):

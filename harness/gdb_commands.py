@@ -64,7 +64,7 @@ class _Session:
     """The debug session's state: which scenario, and the before snapshot."""
 
     def __init__(self, scenario_id: str, variant: str, model_variant: str, kernel: str, at: str):
-        self.scenario = scenarios.get(scenario_id)
+        self.scenario = scenarios.get_or_spec(scenario_id)  # explore's specs too
         self.opt = runner.RunOptions(variant=variant, model_variant=model_variant)
         self.image = elf.KernelImage.from_elf(kernel)
         self.at = at

@@ -139,3 +139,48 @@ def test_debug_at_work_shows_every_vcpu_and_walks_another_root(tmp_path):
         child.close(force=True)
     assert child.exitstatus == 0
     assert procs.mentioning(str(art)) == []
+
+
+def test_sigterm_of_debug_restores_the_terminal_and_leaves_nothing(tmp_path):
+    """The terminal is gdb's (raw) while the session is interactive; SIGTERM of
+    ptharness must hand it back cooked and take QEMU and gdb along (exit 143)."""
+    import signal
+    import time
+    art = tmp_path / "art"
+    modes = tmp_path / "stty.txt"
+    script = (f"{BIN / 'ptharness'} debug nopae-pse-pge-16M --artifacts {art}; "
+              f"echo status=$? > {tmp_path / 'status'}; stty -a > {modes}")
+    child = spawn(["/bin/sh", "-c", script], ROOT)
+    try:
+        child.expect("stopped at paging_init_done")
+        child.expect(PROMPT)
+        time.sleep(0.5)  # interact() has the terminal raw by now
+        (pid,) = [int(p) for p in filter(str.isdigit, os.listdir("/proc"))
+                  if "ptharness debug nopae-pse-pge-16M" in procs.cmdline(p)
+                  and not procs.cmdline(p).startswith("/bin/sh")]
+        os.kill(pid, signal.SIGTERM)
+        child.expect(pexpect.EOF, timeout=60)
+    finally:
+        child.close(force=True)
+    assert (tmp_path / "status").read_text().strip() == "status=143"
+    stty = modes.read_text()
+    assert " icanon" in stty and " echo " in stty and "-isig" not in stty, stty
+    assert [p for p in filter(str.isdigit, os.listdir("/proc"))
+            if str(art) in procs.cmdline(p)] == []
+
+
+def test_debug_opens_a_scenario_given_by_its_spec(tmp_path):
+    """What explore prints (`ptharness debug SPEC`) opens, and `pt where` gives it back."""
+    spec = "nopae-nopse-pge-nonx-20M-mem=18M"
+    child = spawn([BIN / "ptharness", "debug", spec, "--artifacts", tmp_path / "art"], ROOT)
+    try:
+        child.expect("stopped at paging_init_done")
+        child.expect(PROMPT)
+        child.sendline("pt where")
+        child.expect(rf"reproduce: \.venv/bin/ptharness check --scenario-spec {spec}")
+        child.expect(PROMPT)
+        child.sendline("quit")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0
