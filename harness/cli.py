@@ -343,6 +343,8 @@ def _add_debug(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--artifacts", metavar="DIR", default="artifacts")
     p.add_argument("--qemu", default="qemu-system-i386", metavar="PATH")
     p.add_argument("--gdb-binary", default="gdb", metavar="PATH")
+    p.add_argument("--guest-build", metavar="DIR", default=None,
+                   help="where the guest variants are built (default guest/build)")
     p.set_defaults(func=cmd_debug)
 
 
@@ -354,6 +356,8 @@ def cmd_debug(args: argparse.Namespace, out=sys.stdout) -> int:
     opt = RunOptions(variant=args.variant, model_variant=args.model_variant,
                      artifacts=Path(args.artifacts).resolve(), qemu=args.qemu,
                      gdb=args.gdb_binary)
+    if args.guest_build:
+        opt.guest_build = Path(args.guest_build).resolve()
     try:
         debug.debug(s, opt, args.at)
     except debug.DebugError as e:
@@ -466,7 +470,15 @@ def main(argv: list[str] | None = None) -> int:
     # SIGTERM and SIGHUP (the terminal went away) unwind like Ctrl-C.
     previous = {s: signal.signal(s, _on_sigterm) for s in (signal.SIGTERM, signal.SIGHUP)}
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler below
+        return code
+    except BrokenPipeError:
+        # The reader went away (`ptharness list | head -1`): not an error. Further
+        # writes (the interpreter's own flush at exit) go nowhere.
+        import os
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_OK
     except Terminated as e:
         signum = e.args[0] if e.args else signal.SIGTERM
         print(f"ptharness: terminated ({signal.Signals(signum).name})", file=sys.stderr)

@@ -58,9 +58,13 @@ class RunOptions:
         if self.qemu != d.qemu:
             flags += ["--qemu", self.qemu]
         if self.gdb != d.gdb:
-            flags += ["--gdb", self.gdb]
+            flags += ["--gdb-binary", self.gdb]
         if self.timeout_factor != d.timeout_factor:
             flags += ["--timeout-factor", str(self.timeout_factor)]
+        if Path(self.guest_build).resolve() != Path(d.guest_build).resolve():
+            flags += ["--guest-build", str(self.guest_build)]
+        if not self.oracle:
+            flags += ["--no-oracle"]
         return flags
 
 
@@ -121,7 +125,12 @@ def reproduce_command(s: Scenario, opt: RunOptions) -> str:
 
 
 def debug_command(s: Scenario, opt: RunOptions, at: str = "done") -> str:
-    flags = ["--variant", opt.variant] if opt.variant != "patched" else []
+    # The options of `check` that `debug` takes too.
+    given = opt.cli_flags()
+    flags = []
+    for name in ("--variant", "--model", "--qemu", "--gdb-binary", "--guest-build"):
+        if name in given:
+            flags += [name, given[given.index(name) + 1]]
     name = s.id if scenarios.in_table(s) else s.spec
     return shlex.join([".venv/bin/ptharness", "debug", name, "--at", at] + flags)
 

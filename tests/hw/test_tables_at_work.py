@@ -114,3 +114,7 @@ def test_the_report_reopens_a_work_failure_at_work_done(run_mutant):
     s = scenarios.get("nopae-pse-pge-128M")
     r = run_mutant("lazy-fixmap-pte", s)
     assert runner.debug_command(s, r.options, "work") in r.report
+    # Both lines name the mutant's build, so they bring back this very case.
+    build = str(r.options.guest_build)
+    assert f"check --scenario {s.id} --guest-build {build}" in r.report
+    assert f"debug {s.id} --at work --guest-build {build}" in r.report
