@@ -6,6 +6,7 @@
     ptharness debug SCENARIO [--at entry|done|fault] [--variant prepatch]
     ptharness walk --gdb HOST:PORT|SOCKET [--va ADDR] [--json FILE] [--oracle]
     ptharness explore [--budget SECONDS] [--seed N] [--variant prepatch] [--pv native|xen|any]
+    ptharness build-guest --out DIR [--variant V ...]
 
 Exit status: 0 fine, 1 the check found a disagreement, 2 an error (one line on
 stderr), 130 interrupted.  Subcommands register in SUBCOMMANDS.
@@ -213,7 +214,8 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--qemu", default="qemu-system-i386", metavar="PATH", help="QEMU binary")
     p.add_argument("--gdb-binary", default="gdb", metavar="PATH", help="gdb binary")
     p.add_argument("--guest-build", metavar="DIR", default=None,
-                   help="where the guest variants are built (default guest/build)")
+                   help="where the guest variants are built (env PTHARNESS_GUEST_BUILD; default "
+                        "the checkout's guest/build; `ptharness build-guest` makes one)")
     p.add_argument("--accel", choices=("tcg", "kvm"), default="tcg",
                    help="QEMU accelerator (kvm only where /dev/kvm is usable)")
     p.add_argument("--timeout-factor", type=_factor, default=1.0, metavar="F",
@@ -449,8 +451,51 @@ def cmd_explore(args: argparse.Namespace, out=sys.stdout) -> int:
     return EXIT_DISAGREE if found else EXIT_OK
 
 
+# --------------------------------------------------------------------------------------
+# build-guest
+# --------------------------------------------------------------------------------------
+
+def _add_build_guest(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "build-guest", help="build the guest variants into a directory (for --guest-build)",
+        description="Run the guest's Makefile (the checkout's guest/, or the sources an "
+                    "installed ptharness carries) with gcc -m32, writing "
+                    "DIR/<variant>/kernel.elf for every variant, or the ones named.")
+    p.add_argument("--out", required=True, metavar="DIR", help="where the builds go")
+    p.add_argument("--variant", action="append", default=[], metavar="VARIANT",
+                   help="one of nopae-patched, nopae-prepatch, pae-patched, pae-prepatch "
+                        "(repeatable; default all four)")
+    p.add_argument("-j", "--jobs", type=_jobs, default=0, metavar="N", help="make -j N")
+    p.set_defaults(func=cmd_build_guest)
+
+
+def cmd_build_guest(args: argparse.Namespace, out=sys.stdout) -> int:
+    import os
+    import shutil
+    import subprocess
+    from pathlib import Path
+    from .runner import guest_sources
+    src = guest_sources()
+    if src is None:
+        raise CliError("the guest's sources are not here: neither a checkout's guest/ nor "
+                       "an installed package's harness/guest")
+    if shutil.which("make") is None:
+        raise CliError("make not found (scripts/bootstrap installs the build tools)")
+    dest = Path(args.out).resolve()
+    cmd = ["make", "-s", "-C", str(src), f"BUILD={dest}", f"-j{args.jobs or os.cpu_count() or 1}"]
+    if args.variant:
+        cmd.append("VARIANT=" + " ".join(args.variant))
+    r = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    if r.returncode != 0:
+        last = [ln for ln in r.stdout.strip().splitlines() if ln.strip()][-1:] or ["(no output)"]
+        raise CliError(f"the guest build failed (make exited {r.returncode}): {last[0]}")
+    built = sorted(p.parent.name for p in dest.glob("*/kernel.elf"))
+    print(f"guest built in {dest}: {', '.join(built)}; use --guest-build {dest}", file=out)
+    return EXIT_OK
+
+
 SUBCOMMANDS: list[Callable[[argparse._SubParsersAction], None]] = [
-    _add_check, _add_list, _add_diff, _add_walk, _add_debug, _add_explore]
+    _add_check, _add_list, _add_diff, _add_walk, _add_debug, _add_explore, _add_build_guest]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -35,6 +35,8 @@ _OPTIONS = (
      "multiply every guest timeout (slow emulation, loaded CI hosts)"),
     ("--guest-variant", "PTHARNESS_VARIANT", "patched",
      "guest build the matrix runs: patched or prepatch"),
+    ("--guest-build", "PTHARNESS_GUEST_BUILD", "",
+     "directory of <variant>/kernel.elf to boot (default: the checkout's guest/build)"),
     ("--keep-artifacts", "PTHARNESS_KEEP_ARTIFACTS", "all",
      "keep every test's artifacts (all) or only those of failed tests (failed)"),
 )
@@ -78,6 +80,8 @@ def pytest_configure(config):
         accel=config.getoption("accel"),
         timeout_factor=float(config.getoption("timeout_factor")),
     )
+    if config.getoption("guest_build"):
+        config.stash[OPTIONS_KEY]["guest_build"] = Path(config.getoption("guest_build")).resolve()
 
 
 def pytest_generate_tests(metafunc):

@@ -23,7 +23,28 @@ from .scenarios import AUDIT, PASS, Scenario
 from .snapshot import Snapshot
 
 REPO = Path(__file__).resolve().parent.parent
-GUEST_BUILD = REPO / "guest" / "build"
+PACKAGE = Path(__file__).resolve().parent
+
+
+def guest_sources() -> Path | None:
+    """The guest's sources: the checkout's guest/, else the copy an installed
+    package carries (harness/guest, package data)."""
+    for d in (REPO / "guest", PACKAGE / "guest"):
+        if (d / "Makefile").is_file():
+            return d
+    return None
+
+
+def checkout_guest_build() -> Path | None:
+    """The checkout's guest/build, when the package runs from a checkout."""
+    return REPO / "guest" / "build" if (REPO / "guest" / "Makefile").is_file() else None
+
+
+def default_guest_build() -> Path | None:
+    """PTHARNESS_GUEST_BUILD, else the checkout's guest/build; None for an
+    installed package that was told nothing (kernel_path then says how)."""
+    env = os.environ.get("PTHARNESS_GUEST_BUILD")
+    return Path(env).resolve() if env else checkout_guest_build()
 
 class HarnessError(Exception):
     """The run could not be carried out (as opposed to a check that failed)."""
@@ -33,12 +54,12 @@ class HarnessError(Exception):
 class RunOptions:
     variant: str = "patched"          # which guest build runs
     model_variant: str = "patched"    # which algorithm the model check holds it to
-    artifacts: Path = REPO / "artifacts"
+    artifacts: Path = field(default_factory=lambda: Path("artifacts").resolve())
     qemu: str = "qemu-system-i386"
     gdb: str = "gdb"
     accel: str = "tcg"
     timeout_factor: float = 1.0
-    guest_build: Path = GUEST_BUILD
+    guest_build: Path | None = field(default_factory=default_guest_build)
     oracle: bool = True
     # work.json and work-swapper.json (the second pagetable and swapper_pg_dir at
     # work_done) are written when a check at work_done failed: a passing run's are
@@ -61,7 +82,10 @@ class RunOptions:
             flags += ["--gdb-binary", self.gdb]
         if self.timeout_factor != d.timeout_factor:
             flags += ["--timeout-factor", str(self.timeout_factor)]
-        if Path(self.guest_build).resolve() != Path(d.guest_build).resolve():
+        # Named unless it is the checkout's own: the line must work in a fresh shell.
+        home = checkout_guest_build()
+        if self.guest_build is not None and (
+                home is None or Path(self.guest_build).resolve() != home.resolve()):
             flags += ["--guest-build", str(self.guest_build)]
         if not self.oracle:
             flags += ["--no-oracle"]
@@ -119,9 +143,18 @@ def artifacts_dir(s: Scenario, opt: RunOptions) -> Path:
     return opt.artifacts / name
 
 
+def program() -> str:
+    """How a person runs ptharness here: the checkout's .venv/bin/ptharness (the
+    README's commands, run from the checkout), else the installed one."""
+    if (REPO / "guest" / "Makefile").is_file() and (REPO / ".venv" / "bin" / "ptharness").exists():
+        return ".venv/bin/ptharness"
+    found = shutil.which("ptharness")
+    return found or str(Path(sys.executable).parent / "ptharness")
+
+
 def reproduce_command(s: Scenario, opt: RunOptions) -> str:
     which = ["--scenario", s.id] if scenarios.in_table(s) else ["--scenario-spec", s.spec]
-    return shlex.join([".venv/bin/ptharness", "check", *which] + opt.cli_flags())
+    return shlex.join([program(), "check", *which] + opt.cli_flags())
 
 
 def debug_command(s: Scenario, opt: RunOptions, at: str = "done") -> str:
@@ -132,11 +165,14 @@ def debug_command(s: Scenario, opt: RunOptions, at: str = "done") -> str:
         if name in given:
             flags += [name, given[given.index(name) + 1]]
     name = s.id if scenarios.in_table(s) else s.spec
-    return shlex.join([".venv/bin/ptharness", "debug", name, "--at", at] + flags)
+    return shlex.join([program(), "debug", name, "--at", at] + flags)
 
 
 def kernel_path(s: Scenario, opt: RunOptions) -> Path:
-    p = opt.guest_build / s.guest_variant(opt.variant) / "kernel.elf"
+    if opt.guest_build is None:
+        raise HarnessError("no guest build to boot: pass --guest-build DIR or set "
+                           "PTHARNESS_GUEST_BUILD (`ptharness build-guest --out DIR` makes one)")
+    p = Path(opt.guest_build) / s.guest_variant(opt.variant) / "kernel.elf"
     if not p.is_file():
         raise HarnessError(f"guest build missing: {p} (run `make -C guest`)")
     return p
@@ -450,7 +486,10 @@ def _boot(s: Scenario, opt: RunOptions, machine: qemu.Machine, image: elf.Kernel
 
 
 def _write_script(path: Path, what: str, command: str) -> None:
-    path.write_text(f"#!/bin/sh\n# {what}\ncd {shlex.quote(str(REPO))} || exit 1\nexec {command} \"$@\"\n")
+    # From the checkout its relative .venv/bin/ptharness; installed, from anywhere.
+    here = REPO if (REPO / "guest" / "Makefile").is_file() else Path.cwd()
+    path.write_text(f"#!/bin/sh\n# {what}\ncd {shlex.quote(str(here))} || exit 1\n"
+                    f"exec {command} \"$@\"\n")
     path.chmod(0o755)
 
 
