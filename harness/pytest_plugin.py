@@ -22,6 +22,8 @@ from . import scenarios
 OPTIONS_KEY = pytest.StashKey[dict]()
 LAST_RUN_KEY = pytest.StashKey[tuple]()  # (scenario, RunOptions) of a test's last run
 PASSED_KEY = pytest.StashKey[bool]()     # the test's call phase passed
+SUITE_PROPS_KEY = pytest.StashKey[set]()  # suite-level JUnit properties recorded so far
+PREFLIGHT_KEY = pytest.StashKey[str]()   # why this test cannot boot QEMU here
 
 # option, environment fallback, default, help
 _OPTIONS = (
@@ -47,6 +49,10 @@ def pytest_addoption(parser):
     for opt, env, default, text in _OPTIONS:
         group.addoption(opt, default=os.environ.get(env, default),
                         help=f"{text} (env {env}; default {default})")
+    group.addoption("--hw-unavailable", choices=("error", "skip"),
+                    default=os.environ.get("PTHARNESS_HW_UNAVAILABLE", "error"),
+                    help="when QEMU, gdb or the guest build is missing: one error (default) or "
+                         "skip the tests that boot QEMU (env PTHARNESS_HW_UNAVAILABLE)")
     group.addoption("--gdb-on-fail", action="store_true",
                     default=os.environ.get("PTHARNESS_GDB_ON_FAIL") == "1",
                     help="when a scenario fails, open it in an interactive gdb at paging_init_done "
@@ -95,6 +101,63 @@ def pytest_generate_tests(metafunc):
         metafunc.parametrize("scenario", chosen, ids=[s.id for s in chosen])
 
 
+def pytest_collection_modifyitems(session, config, items):
+    """One preflight for every test that boots QEMU: QEMU and gdb run, the guest
+    builds are there. When not, one reason -- an error by default, or a skip of
+    those tests with --hw-unavailable skip -- instead of a traceback per scenario."""
+    for item in items:  # a test that boots a scenario boots QEMU, marked or not
+        if "run_scenario" in getattr(item, "fixturenames", ()) and not item.get_closest_marker("qemu"):
+            item.add_marker(pytest.mark.qemu)
+    hw = [item for item in items if item.get_closest_marker("qemu")]
+    if not hw:
+        return
+    reason = _preflight(config)
+    if reason is None:
+        return
+    if config.getoption("hw_unavailable") == "skip":
+        mark = pytest.mark.skip(reason=f"ptharness preflight: {reason}")
+        for item in hw:
+            item.add_marker(mark)
+        return
+    if hasattr(config, "workerinput"):
+        # An xdist worker cannot stop the session: each such test fails at setup
+        # with the one-line reason, no traceback.
+        for item in hw:
+            item.stash[PREFLIGHT_KEY] = reason
+        return
+    raise pytest.UsageError(f"ptharness preflight: {reason} ({len(hw)} tests boot QEMU; "
+                            "--hw-unavailable skip skips them instead)")
+
+
+def pytest_runtest_setup(item):
+    reason = item.stash.get(PREFLIGHT_KEY, None)
+    if reason:
+        pytest.fail(f"ptharness preflight: {reason}", pytrace=False)
+
+
+def _preflight(config) -> str | None:
+    import subprocess
+    for what, binary in (("QEMU", config.getoption("qemu")), ("gdb", config.getoption("gdb"))):
+        if shutil.which(binary) is None:
+            return f"{what} binary {binary!r} not found (scripts/bootstrap installs it)"
+        try:
+            r = subprocess.run([binary, "--version"], capture_output=True, timeout=30,
+                               stdin=subprocess.DEVNULL)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            return f"{what} binary {binary!r} does not run: {e}"
+        if r.returncode != 0:
+            return f"{what} binary {binary!r} does not run (`--version` exited {r.returncode})"
+    from . import runner
+    build = config.stash[OPTIONS_KEY].get("guest_build") or runner.default_guest_build()
+    if build is None:
+        return "no guest build: pass --guest-build DIR or set PTHARNESS_GUEST_BUILD"
+    missing = [v for v in ("nopae-patched", "nopae-prepatch", "pae-patched", "pae-prepatch")
+               if not (Path(build) / v / "kernel.elf").is_file()]
+    if missing:
+        return f"guest build {build} lacks {', '.join(missing)} (run `make -C guest`)"
+    return None
+
+
 def _xdist_workers(config) -> int:
     n = getattr(config.option, "numprocesses", None)
     if n in (None, 0, "0"):
@@ -139,12 +202,13 @@ def ptharness_options(request):
 
 
 @pytest.fixture
-def run_scenario(ptharness_options, record_property, request):
+def run_scenario(ptharness_options, request):
     """Boot a scenario and return its runner.Result (keyword arguments override
     RunOptions fields, e.g. variant="prepatch")."""
 
     from . import runner
     made: list[Path] = []
+    record = _properties(request)
 
     # Each test its own directory: two tests booting one scenario keep apart, and
     # --keep-artifacts failed removes only what a passing test wrote.
@@ -155,11 +219,10 @@ def run_scenario(ptharness_options, record_property, request):
         result = runner.run(s, opt)
         made.append(result.artifacts)
         request.node.stash[LAST_RUN_KEY] = (s, opt)
-        record_property("scenario", s.id)
-        record_property("guest_variant", s.guest_variant(opt.variant))
-        record_property("guest_build_id", result.build_id)
-        record_property("qemu_version", result.qemu_version)
-        record_property("artifacts", str(result.artifacts))
+        record(s.guest_variant(opt.variant), (
+            ("scenario", s.id), ("guest_variant", s.guest_variant(opt.variant)),
+            ("guest_build_id", result.build_id), ("qemu_version", result.qemu_version),
+            ("artifacts", str(result.artifacts))))
         print(result.report)  # lands in JUnit's system-out and pytest's failure section
         return result
 
@@ -170,6 +233,27 @@ def run_scenario(ptharness_options, record_property, request):
             shutil.rmtree(path, ignore_errors=True)
         if own.is_dir() and not any(own.iterdir()):
             own.rmdir()
+
+
+def _properties(request):
+    """JUnit properties the way the chosen junit_family allows them: per test case
+    under xunit1/legacy (what scripts/nightly writes); under the default xunit2,
+    whose schema has none per case, the build ids and QEMU version once per suite."""
+    if request.config.getini("junit_family") in ("xunit1", "legacy"):
+        def per_case(variant, props):
+            request.node.user_properties.extend(props)
+        return per_case
+    suite = request.getfixturevalue("record_testsuite_property")
+    seen = request.config.stash.setdefault(SUITE_PROPS_KEY, set())
+
+    def per_suite(variant, props):
+        values = dict(props)
+        for name, value in ((f"guest_build_id.{variant}", values["guest_build_id"]),
+                            ("qemu_version", values["qemu_version"])):
+            if value and (name, value) not in seen:
+                seen.add((name, value))
+                suite(name, value)
+    return per_suite
 
 
 def _test_dirname(node) -> str:
