@@ -70,7 +70,9 @@ def _add_walk(sub: argparse._SubParsersAction) -> None:
                    help="the gdbstub: HOST:PORT (QEMU -gdb tcp::PORT) or a unix socket path")
     p.add_argument("--va", action="append", default=[], metavar="ADDR", type=_address,
                    help="also show the walk of this virtual address level by level (repeatable)")
-    p.add_argument("--json", metavar="FILE", help="write the snapshot (versioned JSON) here")
+    p.add_argument("--json", nargs="?", const="-", metavar="FILE",
+                   help="the snapshot (versioned JSON, docs/json.md) to FILE, or stdout (the "
+                        "text then goes to stderr)")
     p.add_argument("--oracle", action="store_true",
                    help="compare with QEMU's `info tlb` and `info mem`; exit 1 on any disagreement")
     p.add_argument("--phys-bits", type=int, default=36, metavar="N",
@@ -96,6 +98,8 @@ def _address(text: str) -> int:
 
 
 def cmd_walk(args: argparse.Namespace, out=sys.stdout) -> int:
+    if args.json == "-":
+        out = sys.stderr  # stdout carries the snapshot
     with MiSession(args.gdb_binary, transcript=args.transcript) as gdb:
         gdb.connect(args.gdb)  # QEMU stops the guest when gdb connects
         was_running = _was_running(gdb)
@@ -151,8 +155,11 @@ def _walk_attached(gdb: MiSession, args: argparse.Namespace, out) -> int:
         print("\n" + "\n".join(format_va_walk(walk, mem, va, phys_bits=args.phys_bits)), file=out)
     if args.json:
         snap = Snapshot.from_walk(walk, "walk", provenance=_provenance(gdb, args))
-        snap.save(args.json)
-        print(f"snapshot written to {args.json}", file=out)
+        if args.json == "-":
+            _write_json("-", snap.to_dict())
+        else:
+            snap.save(args.json)
+            print(f"snapshot written to {args.json}", file=out)
     if args.oracle:
         tlb, memtext = oracle.fetch(gdb, args.timeout)
         found = oracle.compare(walk, tlb, memtext, limit=0)
@@ -208,7 +215,9 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
     p.add_argument("-j", "--jobs", type=_jobs, default=0, metavar="N",
                    help="scenarios at a time (default: one per CPU)")
     p.add_argument("--junit", metavar="FILE", help="write JUnit XML here")
-    p.add_argument("--json", metavar="FILE", help="write the matrix result as JSON here")
+    p.add_argument("--json", nargs="?", const="-", metavar="FILE",
+                   help="the matrix result as JSON (docs/json.md) to FILE, or to stdout "
+                        "(the report then goes to stderr)")
     p.add_argument("--artifacts", metavar="DIR", default="artifacts",
                    help="per-scenario logs, snapshots and reports (default artifacts/)")
     p.add_argument("--qemu", default="qemu-system-i386", metavar="PATH", help="QEMU binary")
@@ -282,10 +291,11 @@ def cmd_check(args: argparse.Namespace, out=sys.stdout) -> int:
     jobs = args.jobs or matrix.default_jobs()
     what = f"{len(chosen)} chosen" if picked else f"{args.matrix} matrix"
     label = f"{what}, guest {args.variant}, model {args.model_variant}"
+    to_stdout = args.json == "-"
     return matrix.run_and_report(chosen, opt, jobs, label,
                                  junit=Path(args.junit) if args.junit else None,
-                                 json_path=Path(args.json) if args.json else None,
-                                 out=out, quiet=args.quiet)
+                                 json_path="-" if to_stdout else (Path(args.json) if args.json else None),
+                                 out=sys.stderr if to_stdout else out, quiet=args.quiet)
 
 
 def _add_list(sub: argparse._SubParsersAction) -> None:
@@ -293,11 +303,23 @@ def _add_list(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser("list", help="list the scenario ids",
                        description="Every scenario of a matrix with what it boots and expects.")
     p.add_argument("--matrix", choices=MATRICES, default="full", help="default full")
+    p.add_argument("--json", nargs="?", const="-", metavar="FILE",
+                   help="the scenarios as JSON (docs/json.md) to FILE, or stdout")
     p.set_defaults(func=cmd_list)
 
 
 def cmd_list(args: argparse.Namespace, out=sys.stdout) -> int:
     from . import scenarios
+    if args.json:
+        _write_json(args.json, {
+            "format": "ptharness-scenarios", "version": 1, "matrix": args.matrix,
+            "scenarios": [{"id": s.id, "spec": s.spec, "guest": s.guest_variant(), "pae": s.pae,
+                           "cpu": s.cpu_flags, "memory": s.memory_arg, "smp": s.smp,
+                           "append": s.append, "expect": s.expect,
+                           "prepatch_bugs": list(s.prepatch_bugs())}
+                          for s in scenarios.matrix(args.matrix)]})
+        if args.json == "-":
+            return EXIT_OK
     rows = [("id", "guest", "cpu", "memory", "cmdline", "expect", "pre-patch")]
     for s in scenarios.matrix(args.matrix):
         cpu = ",".join(f"{k}={'on' if v else 'off'}" for k, v in s.cpu_flags.items())
@@ -317,12 +339,29 @@ def _add_diff(sub: argparse._SubParsersAction) -> None:
                     "two guest builds). Exit 0 if they agree, 1 if they differ.")
     p.add_argument("a", metavar="A.json")
     p.add_argument("b", metavar="B.json")
+    p.add_argument("--json", nargs="?", const="-", metavar="FILE",
+                   help="the difference as JSON (docs/json.md) to FILE, or stdout")
     p.set_defaults(func=cmd_diff)
+
+
+def _write_json(target: str, doc) -> None:
+    """--json FILE, or - (the default when no FILE is given) for stdout."""
+    import json
+    text = json.dumps(doc, indent=1) + "\n"
+    if target == "-":
+        sys.stdout.write(text)
+    else:
+        from pathlib import Path
+        Path(target).write_text(text)
 
 
 def cmd_diff(args: argparse.Namespace, out=sys.stdout) -> int:
     from .diff import diff
     d = diff(Snapshot.load(args.a), Snapshot.load(args.b))
+    if args.json:
+        _write_json(args.json, d.to_dict(args.a, args.b))
+        if args.json == "-":
+            return EXIT_OK if d.empty else EXIT_DISAGREE
     print(d.render(args.a, args.b), file=out)
     return EXIT_OK if d.empty else EXIT_DISAGREE
 

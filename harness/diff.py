@@ -94,6 +94,20 @@ class SnapshotDiff:
     tables_lost: dict[str, list[int]]
     ranges: list[Change]
 
+    def to_dict(self, a_name: str = "A", b_name: str = "B") -> dict:
+        """`ptharness diff --json`: format ptharness-diff, version 1 (docs/json.md)."""
+        return {
+            "format": "ptharness-diff", "version": 1, "a": a_name, "b": b_name,
+            "same": self.empty,
+            "registers": [{"name": n, "a": None if x is None else f"{x:#x}",
+                           "b": None if y is None else f"{y:#x}"} for n, x, y in self.registers],
+            "tables": {level: {"gained": [f"{p:#x}" for p in self.tables_gained.get(level, [])],
+                               "lost": [f"{p:#x}" for p in self.tables_lost.get(level, [])]}
+                       for level in sorted(set(self.tables_gained) | set(self.tables_lost))},
+            "ranges": [{"kind": c.kind, "va": f"{c.va:#x}", "end": f"{c.end:#x}", "a": c.old,
+                        "b": c.new} for c in self.ranges],
+        }
+
     @property
     def empty(self) -> bool:
         return not (self.registers or any(self.tables_gained.values())

@@ -129,7 +129,8 @@ def verdict(results: list[Result], wall: float, label: str) -> tuple[bool, str]:
                 f"outcome ({detail}) in {wall:.1f}s [{label}]")
 
 
-def write_json(results: list[Result], path: Path, wall: float) -> None:
+def write_json(results: list[Result], path: Path | str, wall: float) -> None:
+    """format ptharness-matrix, version 1 (docs/json.md); path "-" is stdout."""
     doc = {
         "format": "ptharness-matrix", "version": 1, "seconds": round(wall, 3),
         "ok": all(r.met_expectation for r in results),
@@ -137,7 +138,12 @@ def write_json(results: list[Result], path: Path, wall: float) -> None:
                       if (r.artifacts / "result.json").exists() else {"scenario": r.scenario.id}
                       for r in results],
     }
-    Path(path).write_text(json.dumps(doc, indent=1) + "\n")
+    text = json.dumps(doc, indent=1) + "\n"
+    if path == "-":
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    else:
+        Path(path).write_text(text)
 
 
 def write_junit(results: list[Result], path: Path, wall: float) -> None:

@@ -228,3 +228,15 @@ def test_pytest_refuses_a_bad_timeout_factor_as_a_usage_error(tmp_path, value):
                        capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert r.returncode == 4, r.stdout + r.stderr  # pytest's usage error, not INTERNALERROR
     assert f"--timeout-factor {value!r}: a finite number above 0" in r.stderr
+
+
+def test_check_json_to_stdout_is_the_matrix_document(tmp_path):
+    r = subprocess.run(CLI + ["check", "--scenario", "nopae-pse-pge-16M", "--json", "-",
+                              "--artifacts", str(tmp_path / "art")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    doc = json.loads(r.stdout)  # stdout is the document alone; the report went to stderr
+    assert (doc["format"], doc["version"], doc["ok"]) == ("ptharness-matrix", 1, True)
+    (one,) = doc["scenarios"]
+    assert (one["scenario"], one["status"], one["failed_checks"]) == ("nopae-pse-pge-16M", "PASS", [])
+    assert "VERDICT: PASS" in r.stderr

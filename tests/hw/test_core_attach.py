@@ -117,3 +117,16 @@ def test_walk_to_something_that_is_no_gdbstub_says_so_quickly(banner, said):
     assert len(lines) == 1 and said in lines[0], lines
     assert "relay.sock" not in lines[0]
     server.close()
+
+
+def test_walk_json_to_stdout_is_a_snapshot(stub_elf, tmp_path):
+    import json
+    with g.booted(stub_elf, tmp_path) as (qemu, gdb):
+        gdb.disconnect()
+        res = subprocess.run([sys.executable, "-m", "harness.cli", "walk", "--gdb",
+                              qemu.gdb_endpoint, "--json"], capture_output=True, text=True,
+                             timeout=120)
+    assert res.returncode == 0, res.stderr
+    doc = json.loads(res.stdout)
+    assert (doc["format"], doc["version"], doc["label"]) == ("ptharness-snapshot", 1, "walk")
+    assert "paging is off" in res.stderr

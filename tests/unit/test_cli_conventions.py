@@ -30,3 +30,43 @@ def test_a_bad_choice_is_one_line_with_the_way_to_the_options():
     lines = r.stderr.strip().splitlines()
     assert r.returncode == 2 and len(lines) == 1, r.stderr
     assert "invalid choice: 'nope'" in lines[0] and "ptharness check --help" in lines[0]
+
+
+def test_list_json_is_the_documented_document():
+    r = subprocess.run([str(BIN / "ptharness"), "list", "--matrix", "quick", "--json"],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and r.stderr == ""
+    import json
+    from harness import scenarios
+    doc = json.loads(r.stdout)
+    assert (doc["format"], doc["version"], doc["matrix"]) == ("ptharness-scenarios", 1, "quick")
+    assert [s["id"] for s in doc["scenarios"]] == [s.id for s in scenarios.matrix("quick")]
+    one = next(s for s in doc["scenarios"] if s["id"] == "pae-pse-pge-nx-1G-smp4")
+    assert one["smp"] == 4 and one["cpu"]["nx"] is True and one["memory"] == "1G"
+    assert scenarios.from_spec(one["spec"]).cmdline == ("smp=4",)
+
+
+def test_diff_json_of_two_recorded_snapshots():
+    """The before and after of a real run: the documented difference document."""
+    import gzip
+    import json
+    import tempfile
+    data = Path(__file__).resolve().parents[1] / "data" / "snapshots" / "nopae-nopse-pge-16M@patched"
+    with tempfile.TemporaryDirectory() as d:
+        paths = []
+        for name in ("before", "after"):
+            p = Path(d) / f"{name}.json"
+            p.write_bytes(gzip.open(data / f"{name}.json.gz").read())
+            paths.append(str(p))
+        r = subprocess.run([str(BIN / "ptharness"), "diff", *paths, "--json"],
+                           capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1, r.stderr  # they differ
+    doc = json.loads(r.stdout)
+    assert (doc["format"], doc["version"], doc["same"]) == ("ptharness-diff", 1, False)
+    assert {c["kind"] for c in doc["ranges"]} <= {"gained", "lost", "changed"}
+    # head.S's 8 MiB of pg0 (user, 0x007) become kernel pages; the rest of lowmem is new.
+    changed = {int(c["va"], 16): c for c in doc["ranges"] if c["kind"] == "changed"}
+    assert changed[0]["a"].startswith("rwx user") and changed[0]["b"].startswith("rwx kern global")
+    assert any(c["kind"] == "gained" and int(c["va"], 16) == 0xC0800000 for c in doc["ranges"])
+    assert doc["registers"] == [{"name": "cr4", "a": "0x0", "b": "0x80"}]
+    assert all(int(c["end"], 16) > int(c["va"], 16) for c in doc["ranges"])
