@@ -36,6 +36,12 @@ class CliError(Exception):
     """Bad input or an unusable target: printed as one line."""
 
 
+def _env(name: str, default: str) -> str:
+    """An option's fallback from the environment, the same names as the plugin's."""
+    import os
+    return os.environ.get(name) or default
+
+
 class _Parser(argparse.ArgumentParser):
     """Bad arguments in one line, not the whole usage before it."""
 
@@ -69,7 +75,10 @@ def _add_walk(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gdb", required=True, metavar="ENDPOINT",
                    help="the gdbstub: HOST:PORT (QEMU -gdb tcp::PORT) or a unix socket path")
     p.add_argument("--va", action="append", default=[], metavar="ADDR", type=_address,
-                   help="also show the walk of this virtual address level by level (repeatable)")
+                   help="show the walk of this virtual address level by level, instead of the "
+                        "whole address space (repeatable; --all shows both)")
+    p.add_argument("--all", action="store_true",
+                   help="with --va: the whole address space too")
     p.add_argument("--json", nargs="?", const="-", metavar="FILE",
                    help="the snapshot (versioned JSON, docs/json.md) to FILE, or stdout (the "
                         "text then goes to stderr)")
@@ -81,7 +90,8 @@ def _add_walk(sub: argparse._SubParsersAction) -> None:
                    help="how table pages are read: gdb memory reads, QEMU's pmemsave into a "
                         "local file, or pmemsave when QEMU can write our files (default)")
     p.add_argument("--transcript", metavar="FILE", help="keep the gdb/MI transcript here")
-    p.add_argument("--gdb-binary", default="gdb", metavar="PATH", help="gdb to run (default: gdb)")
+    p.add_argument("--gdb-binary", default=_env("PTHARNESS_GDB", "gdb"), metavar="PATH",
+                   help="gdb binary (env PTHARNESS_GDB)")
     p.add_argument("--timeout", type=float, default=600.0, metavar="S",
                    help="limit for QEMU's monitor commands (default 600)")
     p.set_defaults(func=cmd_walk)
@@ -144,6 +154,8 @@ def _walk_attached(gdb: MiSession, args: argparse.Namespace, out) -> int:
     print(format_cpu(cpu), file=out)
     if not cpu.paging:
         print("paging is off (CR0.PG=0): virtual addresses are physical", file=out)
+    elif args.va and not args.all:
+        pass  # only the walks asked for
     else:
         print("\n".join(format_ranges(ranges)), file=out)
         print(f"{len(walk.tables)} table pages, {len(walk.leaves)} leaves, "
@@ -202,7 +214,8 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
                     "the spec's invariants and QEMU's own view. Exit 0 only if every scenario "
                     "met its expected outcome (the patched guest passes; the pre-patch guest is "
                     "flagged exactly where the seed's bugs show).")
-    p.add_argument("--matrix", choices=MATRICES, default="quick", help="scenario set (default quick)")
+    p.add_argument("--matrix", choices=MATRICES, default=_env("PTHARNESS_MATRIX", "quick"),
+                   help="scenario set (env PTHARNESS_MATRIX; default quick)")
     p.add_argument("--scenario", action="append", default=[], metavar="ID",
                    help="run only this scenario (repeatable; `ptharness list` shows the ids)")
     p.add_argument("--scenario-spec", action="append", default=[], metavar="SPEC",
@@ -220,14 +233,17 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
                         "(the report then goes to stderr)")
     p.add_argument("--artifacts", metavar="DIR", default="artifacts",
                    help="per-scenario logs, snapshots and reports (default artifacts/)")
-    p.add_argument("--qemu", default="qemu-system-i386", metavar="PATH", help="QEMU binary")
-    p.add_argument("--gdb-binary", default="gdb", metavar="PATH", help="gdb binary")
+    p.add_argument("--qemu", default=_env("PTHARNESS_QEMU", "qemu-system-i386"), metavar="PATH",
+                   help="QEMU binary (env PTHARNESS_QEMU)")
+    p.add_argument("--gdb-binary", default=_env("PTHARNESS_GDB", "gdb"), metavar="PATH",
+                   help="gdb binary (env PTHARNESS_GDB)")
     p.add_argument("--guest-build", metavar="DIR", default=None,
                    help="where the guest variants are built (env PTHARNESS_GUEST_BUILD; default "
                         "the checkout's guest/build; `ptharness build-guest` makes one)")
-    p.add_argument("--accel", choices=("tcg", "kvm"), default="tcg",
+    p.add_argument("--accel", choices=("tcg", "kvm"), default=_env("PTHARNESS_ACCEL", "tcg"),
                    help="QEMU accelerator (kvm only where /dev/kvm is usable)")
-    p.add_argument("--timeout-factor", type=_factor, default=1.0, metavar="F",
+    p.add_argument("--timeout-factor", type=_factor, metavar="F",
+                   default=_env("PTHARNESS_TIMEOUT_FACTOR", "1.0"),
                    help="multiply every guest timeout (slow hosts)")
     p.add_argument("--no-oracle", action="store_true", help="skip QEMU's info tlb / info mem")
     p.add_argument("-q", "--quiet", action="store_true", help="no per-scenario progress lines")
@@ -382,8 +398,10 @@ def _add_debug(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", choices=VARIANTS, default="patched", dest="model_variant",
                    help="the algorithm pt diff holds the tables to")
     p.add_argument("--artifacts", metavar="DIR", default="artifacts")
-    p.add_argument("--qemu", default="qemu-system-i386", metavar="PATH")
-    p.add_argument("--gdb-binary", default="gdb", metavar="PATH")
+    p.add_argument("--qemu", default=_env("PTHARNESS_QEMU", "qemu-system-i386"), metavar="PATH",
+                   help="QEMU binary (env PTHARNESS_QEMU)")
+    p.add_argument("--gdb-binary", default=_env("PTHARNESS_GDB", "gdb"), metavar="PATH",
+                   help="gdb binary (env PTHARNESS_GDB)")
     p.add_argument("--guest-build", metavar="DIR", default=None,
                    help="where the guest variants are built (default guest/build)")
     p.set_defaults(func=cmd_debug)
@@ -462,11 +480,14 @@ def _add_explore(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--artifacts", metavar="DIR", default="artifacts/explore",
                    help="runs of failing scenarios and Hypothesis's example database "
                         "(default artifacts/explore)")
-    p.add_argument("--qemu", default="qemu-system-i386", metavar="PATH", help="QEMU binary")
-    p.add_argument("--gdb-binary", default="gdb", metavar="PATH", help="gdb binary")
+    p.add_argument("--qemu", default=_env("PTHARNESS_QEMU", "qemu-system-i386"), metavar="PATH",
+                   help="QEMU binary (env PTHARNESS_QEMU)")
+    p.add_argument("--gdb-binary", default=_env("PTHARNESS_GDB", "gdb"), metavar="PATH",
+                   help="gdb binary (env PTHARNESS_GDB)")
     p.add_argument("--guest-build", metavar="DIR", default=None,
                    help="where the guest variants are built (default guest/build)")
-    p.add_argument("--timeout-factor", type=_factor, default=1.0, metavar="F",
+    p.add_argument("--timeout-factor", type=_factor, metavar="F",
+                   default=_env("PTHARNESS_TIMEOUT_FACTOR", "1.0"),
                    help="multiply every guest timeout (slow hosts)")
     p.set_defaults(func=cmd_explore, accel="tcg")
 

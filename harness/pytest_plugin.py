@@ -28,7 +28,7 @@ PREFLIGHT_KEY = pytest.StashKey[str]()   # why this test cannot boot QEMU here
 # option, environment fallback, default, help
 _OPTIONS = (
     ("--qemu", "PTHARNESS_QEMU", "qemu-system-i386", "QEMU binary"),
-    ("--gdb", "PTHARNESS_GDB", "gdb", "gdb binary"),
+    ("--gdb-binary", "PTHARNESS_GDB", "gdb", "gdb binary (--gdb: the old spelling)"),
     ("--accel", "PTHARNESS_ACCEL", "tcg", "QEMU accelerator (tcg, or kvm where usable)"),
     ("--matrix", "PTHARNESS_MATRIX", "quick", "scenario matrix: quick or full"),
     ("--artifacts-dir", "PTHARNESS_ARTIFACTS", "artifacts/pytest",
@@ -47,7 +47,8 @@ _OPTIONS = (
 def pytest_addoption(parser):
     group = parser.getgroup("ptharness", "ptharness: i386 page-table validation on QEMU")
     for opt, env, default, text in _OPTIONS:
-        group.addoption(opt, default=os.environ.get(env, default),
+        names = (opt, "--gdb") if opt == "--gdb-binary" else (opt,)  # the same name as the CLI's
+        group.addoption(*names, dest=opt[2:].replace("-", "_"), default=os.environ.get(env, default),
                         help=f"{text} (env {env}; default {default})")
     group.addoption("--hw-unavailable", choices=("error", "skip"),
                     default=os.environ.get("PTHARNESS_HW_UNAVAILABLE", "error"),
@@ -82,7 +83,7 @@ def pytest_configure(config):
         variant=variant,
         artifacts=Path(config.getoption("artifacts_dir")).resolve(),
         qemu=config.getoption("qemu"),
-        gdb=config.getoption("gdb"),
+        gdb=config.getoption("gdb_binary"),
         accel=config.getoption("accel"),
         timeout_factor=float(config.getoption("timeout_factor")),
     )
@@ -137,7 +138,8 @@ def pytest_runtest_setup(item):
 
 def _preflight(config) -> str | None:
     import subprocess
-    for what, binary in (("QEMU", config.getoption("qemu")), ("gdb", config.getoption("gdb"))):
+    for what, binary in (("QEMU", config.getoption("qemu")),
+                         ("gdb", config.getoption("gdb_binary"))):
         if shutil.which(binary) is None:
             return f"{what} binary {binary!r} not found (scripts/bootstrap installs it)"
         try:

@@ -47,6 +47,7 @@ def test_walk_agrees_with_qemu(case, stub_elf, tmp_path):
         assert res.returncode == 0, f"{case}: ptharness walk failed:\n{res.stdout}\n{res.stderr}"
         assert "oracle: QEMU's info tlb and info mem agree with the walk" in res.stdout
         assert "walk of 0xc0001abc:" in res.stdout
+        assert " table pages, " not in res.stdout  # --va alone: only the walk asked for
 
         # The snapshot taken through gdb is the walk of the layout itself.
         expect = walker.walk(lay.memory(), lay.cpu)
