@@ -563,6 +563,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="ptharness",
         description="QEMU-backed validation of i386 early page-table construction.")
     parser.add_argument("--version", action="version", version=f"ptharness {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0,
+                        help="log what the harness does (-v: each QEMU start and scenario; "
+                             "-vv: every MI command and timing) to stderr or --log-file")
+    parser.add_argument("--log-file", metavar="FILE", help="write the log here instead of stderr")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for add in SUBCOMMANDS:
         add(sub)
@@ -570,8 +574,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    import logging
     import signal
     args = build_parser().parse_args(argv)
+    if args.verbose or args.log_file:
+        level = logging.DEBUG if args.verbose > 1 else logging.INFO
+        handler = logging.FileHandler(args.log_file) if args.log_file else logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(asctime)s %(processName)s %(name)s: %(message)s"))
+        root = logging.getLogger("harness")
+        root.setLevel(level)
+        root.addHandler(handler)
     # SIGTERM and SIGHUP (the terminal went away) unwind like Ctrl-C.
     previous = {s: signal.signal(s, _on_sigterm) for s in (signal.SIGTERM, signal.SIGHUP)}
     try:

@@ -11,6 +11,7 @@ import collections
 import contextlib
 import ctypes
 import fcntl
+import logging
 import os
 import re
 import select
@@ -27,6 +28,8 @@ from pygdbmi.gdbmiparser import parse_response
 
 from . import x86
 from .qemu import short_private_dir, spawn, stop
+
+log = logging.getLogger(__name__)
 
 DEFAULT_TIMEOUT = 10.0
 # Transcript lines longer than this are cut (a page walk reads megabytes of hex).
@@ -327,6 +330,7 @@ class MiSession:
         self._log(">", line)
         self._io.write(line.encode() + b"\n")
         deadline = time.monotonic() + timeout
+        started = time.monotonic()
         streams: list[str] = []
         while True:
             rec = self._next_record(deadline, mi)
@@ -336,6 +340,8 @@ class MiSession:
             if t == "result":
                 if rec.get("token") != token:
                     continue  # the late answer of a command that timed out
+                log.debug("MI %s -> %s in %.1f ms", mi[:120], rec["message"],
+                          1000 * (time.monotonic() - started))
                 if rec["message"] == "error":
                     msg = (rec.get("payload") or {}).get("msg", "")
                     if _TARGET_GONE_RE.search(msg) or _TARGET_GONE_RE.search("".join(streams)):

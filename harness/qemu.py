@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import ctypes
 import json
+import logging
 import os
 import re
 import shlex
@@ -30,6 +31,9 @@ TIMEOUT_STATUS = 124
 
 # A unix socket path must fit in sockaddr_un.sun_path (108 bytes with the NUL).
 _SUN_PATH_MAX = 107
+
+
+log = logging.getLogger(__name__)
 
 
 class QemuError(Exception):
@@ -322,6 +326,7 @@ class QemuProcess:
         self.gdb_endpoint = sock
         argv = self.command_line()
         self._log_file = open(self.log, "wb")
+        log.info("starting QEMU: %s", shlex.join(argv))
         try:
             self._proc = spawn(argv, stdin=subprocess.DEVNULL, stdout=self._log_file,
                                stderr=subprocess.STDOUT)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import errno
 import json
+import logging
 import os
 import shlex
 import shutil
@@ -22,6 +23,7 @@ from .report import render
 from .scenarios import AUDIT, PASS, Scenario
 from .snapshot import Snapshot
 
+log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parent.parent
 PACKAGE = Path(__file__).resolve().parent
 
@@ -414,6 +416,10 @@ def _run_in(s: Scenario, opt: RunOptions, art: Path, final: Path, t0: float) -> 
                     build_id=image.build_id if image else "", qemu_version=ev.qemu_version,
                     error=error, timings=timings)
     result.report = _write_artifacts(result, art, ev.serial, fault.explain(ev.serial, image))
+    log.info("%s: %s in %.2fs%s", s.id, result.status, result.seconds,
+             f" ({', '.join(verdict.failed_checks())})" if verdict.findings else "")
+    log.debug("%s: timings %s; layers ran %s", s.id,
+              {k: round(v, 3) for k, v in timings.items()}, verdict.ran)
     return result
 
 

@@ -240,3 +240,19 @@ def test_check_json_to_stdout_is_the_matrix_document(tmp_path):
     (one,) = doc["scenarios"]
     assert (one["scenario"], one["status"], one["failed_checks"]) == ("nopae-pse-pge-16M", "PASS", [])
     assert "VERDICT: PASS" in r.stderr
+
+
+def test_verbose_logs_what_the_harness_did(tmp_path):
+    log = tmp_path / "pt.log"
+    r = subprocess.run(CLI + ["-v", "check", "--scenario", "nopae-pse-pge-16M", "--artifacts",
+                              str(tmp_path / "art")], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0
+    assert "harness.qemu: starting QEMU: " in r.stderr and " -kernel " in r.stderr
+    assert "harness.runner: nopae-pse-pge-16M: PASS in " in r.stderr
+    r = subprocess.run(CLI + ["-vv", "--log-file", str(log), "check", "--scenario",
+                              "nopae-pse-pge-16M", "--artifacts", str(tmp_path / "art")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and "harness." not in r.stderr
+    text = log.read_text()
+    assert "harness.gdbmi: MI -target-select remote " in text and " ms" in text
+    assert "harness.runner: nopae-pse-pge-16M: timings " in text
