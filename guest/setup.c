@@ -145,6 +145,27 @@ static u32 poison_boot_memory(u32 pattern)
 	return words;
 }
 
+/* The build's two sides as absolute ELF symbols (docs/guest-contract.md), so a
+ * harness given one kernel.elf knows which variant it is (gcc 12 has no
+ * top-level asm with operands, hence a function never called). */
+#ifdef CONFIG_X86_PAE
+#define GUEST_PAE_VALUE 1
+#else
+#define GUEST_PAE_VALUE 0
+#endif
+#ifdef PREPATCH
+#define GUEST_PREPATCH_VALUE 1
+#else
+#define GUEST_PREPATCH_VALUE 0
+#endif
+static void __attribute__((used)) export_variant_symbols(void)
+{
+	asm(".globl GUEST_PAE\n\t.set GUEST_PAE, %c0\n\t"
+	    ".globl GUEST_PREPATCH\n\t.set GUEST_PREPATCH, %c1"
+	    :
+	    : "i"(GUEST_PAE_VALUE), "i"(GUEST_PREPATCH_VALUE));
+}
+
 static void print_banner(void)
 {
 	/* ELF note: namesz, descsz, type, "GNU\0", then the id bytes. */

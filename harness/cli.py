@@ -240,6 +240,9 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--guest-build", metavar="DIR", default=None,
                    help="where the guest variants are built (env PTHARNESS_GUEST_BUILD; default "
                         "the checkout's guest/build; `ptharness build-guest` makes one)")
+    p.add_argument("--kernel", metavar="ELF", default=None,
+                   help="one guest ELF instead (its variant is read from the ELF): only the "
+                        "scenarios of its paging mode run")
     p.add_argument("--accel", choices=("tcg", "kvm"), default=_env("PTHARNESS_ACCEL", "tcg"),
                    help="QEMU accelerator (kvm only where /dev/kvm is usable)")
     p.add_argument("--timeout-factor", type=_factor, metavar="F",
@@ -297,16 +300,33 @@ def cmd_check(args: argparse.Namespace, out=sys.stdout) -> int:
     chosen = ([scenarios.get(i) for i in args.scenario]
               + [scenarios.from_spec(spec) for spec in args.scenario_spec]
               if picked else scenarios.matrix(args.matrix))
-    opt = RunOptions(variant=args.variant, model_variant=args.model_variant,
+    variant = args.variant
+    if args.kernel:
+        from .runner import HarnessError, kernel_variant
+        from .elf import ElfError
+        try:
+            pae, prepatch = kernel_variant(Path(args.kernel).resolve())
+        except (HarnessError, ElfError, OSError) as e:
+            raise CliError(str(e)) from None
+        variant = "prepatch" if prepatch else "patched"
+        if args.variant != "patched" and args.variant != variant:
+            raise CliError(f"--kernel {args.kernel} is a {variant} build, not --variant {args.variant}")
+        wrong = [s.id for s in chosen if s.pae != pae] if picked else []
+        if wrong:
+            raise CliError(f"--kernel {args.kernel} is {'PAE' if pae else 'non-PAE'}; "
+                           f"{wrong[0]} boots the other mode")
+        chosen = [s for s in chosen if s.pae == pae]
+    opt = RunOptions(variant=variant, model_variant=args.model_variant,
                      artifacts=Path(args.artifacts).resolve(), qemu=args.qemu,
                      gdb=args.gdb_binary, accel=args.accel,
-                     timeout_factor=args.timeout_factor, oracle=not args.no_oracle)
+                     timeout_factor=args.timeout_factor, oracle=not args.no_oracle,
+                     kernel=Path(args.kernel).resolve() if args.kernel else None)
     if args.guest_build:
         opt.guest_build = Path(args.guest_build).resolve()
     _preflight(args, chosen, opt)
     jobs = args.jobs or matrix.default_jobs()
     what = f"{len(chosen)} chosen" if picked else f"{args.matrix} matrix"
-    label = f"{what}, guest {args.variant}, model {args.model_variant}"
+    label = f"{what}, guest {variant}, model {args.model_variant}"
     to_stdout = args.json == "-"
     return matrix.run_and_report(chosen, opt, jobs, label,
                                  junit=Path(args.junit) if args.junit else None,
@@ -404,6 +424,7 @@ def _add_debug(sub: argparse._SubParsersAction) -> None:
                    help="gdb binary (env PTHARNESS_GDB)")
     p.add_argument("--guest-build", metavar="DIR", default=None,
                    help="where the guest variants are built (default guest/build)")
+    p.add_argument("--kernel", metavar="ELF", default=None, help="one guest ELF instead")
     p.set_defaults(func=cmd_debug)
 
 
@@ -417,6 +438,8 @@ def cmd_debug(args: argparse.Namespace, out=sys.stdout) -> int:
                      gdb=args.gdb_binary)
     if args.guest_build:
         opt.guest_build = Path(args.guest_build).resolve()
+    if args.kernel:
+        opt.kernel = Path(args.kernel).resolve()
     try:
         debug.debug(s, opt, args.at)
     except debug.DebugError as e:

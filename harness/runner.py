@@ -62,6 +62,7 @@ class RunOptions:
     accel: str = "tcg"
     timeout_factor: float = 1.0
     guest_build: Path | None = field(default_factory=default_guest_build)
+    kernel: Path | None = None        # one guest ELF instead of a build directory (--kernel)
     oracle: bool = True
     # work.json and work-swapper.json (the second pagetable and swapper_pg_dir at
     # work_done) are written when a check at work_done failed: a passing run's are
@@ -84,6 +85,8 @@ class RunOptions:
             flags += ["--gdb-binary", self.gdb]
         if self.timeout_factor != d.timeout_factor:
             flags += ["--timeout-factor", str(self.timeout_factor)]
+        if self.kernel is not None:
+            return flags + ["--kernel", str(self.kernel)] + (["--no-oracle"] if not self.oracle else [])
         # Named unless it is the checkout's own: the line must work in a fresh shell.
         home = checkout_guest_build()
         if self.guest_build is not None and (
@@ -163,14 +166,30 @@ def debug_command(s: Scenario, opt: RunOptions, at: str = "done") -> str:
     # The options of `check` that `debug` takes too.
     given = opt.cli_flags()
     flags = []
-    for name in ("--variant", "--model", "--qemu", "--gdb-binary", "--guest-build"):
+    for name in ("--variant", "--model", "--qemu", "--gdb-binary", "--guest-build", "--kernel"):
         if name in given:
             flags += [name, given[given.index(name) + 1]]
     name = s.id if scenarios.in_table(s) else s.spec
     return shlex.join([program(), "debug", name, "--at", at] + flags)
 
 
+def kernel_variant(path: Path) -> tuple[bool, bool]:
+    """(PAE, pre-patch) of one guest ELF, from the absolute symbols the guest build
+    exports (docs/guest-contract.md)."""
+    symbols = elf.KernelImage.from_elf(path).symbols
+    if "GUEST_PAE" not in symbols or "GUEST_PREPATCH" not in symbols:
+        raise HarnessError(f"{path}: not a guest of docs/guest-contract.md (no GUEST_PAE / "
+                           "GUEST_PREPATCH symbols to tell its variant)")
+    return bool(symbols["GUEST_PAE"]), bool(symbols["GUEST_PREPATCH"])
+
+
 def kernel_path(s: Scenario, opt: RunOptions) -> Path:
+    if opt.kernel is not None:
+        pae, prepatch = kernel_variant(Path(opt.kernel))
+        if pae != s.pae:
+            raise HarnessError(f"scenario {s.id} boots a {'PAE' if s.pae else 'non-PAE'} build; "
+                               f"--kernel {opt.kernel} is {'PAE' if pae else 'non-PAE'}")
+        return Path(opt.kernel)
     if opt.guest_build is None:
         raise HarnessError("no guest build to boot: pass --guest-build DIR or set "
                            "PTHARNESS_GUEST_BUILD (`ptharness build-guest --out DIR` makes one)")

@@ -45,6 +45,13 @@ def test_installed_tool_builds_its_guest_and_runs_the_quick_matrix(installed, tm
     r = run("check", "--guest-build", str(build), "-j", "2")
     assert r.returncode == 0 and "VERDICT: PASS" in r.stdout, r.stdout[-3000:] + r.stderr
     assert (elsewhere / "artifacts" / "pae-pse-pge-nx-16M" / "report.txt").is_file()
+    # One ELF, its variant read from the ELF itself.
+    r = run("check", "--kernel", str(build / "pae-patched" / "kernel.elf"), "--scenario",
+            "pae-nopse-pge-nx-128M")
+    assert r.returncode == 0 and "VERDICT: PASS" in r.stdout, r.stdout[-3000:] + r.stderr
+    r = run("check", "--kernel", str(build / "pae-prepatch" / "kernel.elf"), "--scenario",
+            "pae-nopse-pge-nx-128M")
+    assert r.returncode == 0 and "FLAGGED" in r.stdout and "guest prepatch" in r.stdout
     # The environment fallback, and reports that name the program that ran.
     r = run("check", "--scenario", "pae-nopse-pge-nx-128M", "--variant", "prepatch",
             env={"PTHARNESS_GUEST_BUILD": str(build)})
