@@ -250,6 +250,8 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
                    help="multiply every guest timeout (slow hosts)")
     p.add_argument("--no-oracle", action="store_true", help="skip QEMU's info tlb / info mem")
     p.add_argument("-q", "--quiet", action="store_true", help="no per-scenario progress lines")
+    p.add_argument("--verbose", action="store_true", dest="full_summary",
+                   help="one summary row per scenario (default: the ones that did not pass)")
     p.set_defaults(func=cmd_check)
 
 
@@ -331,7 +333,8 @@ def cmd_check(args: argparse.Namespace, out=sys.stdout) -> int:
     return matrix.run_and_report(chosen, opt, jobs, label,
                                  junit=Path(args.junit) if args.junit else None,
                                  json_path="-" if to_stdout else (Path(args.json) if args.json else None),
-                                 out=sys.stderr if to_stdout else out, quiet=args.quiet)
+                                 out=sys.stderr if to_stdout else out, quiet=args.quiet,
+                                 verbose=args.full_summary)
 
 
 def _add_list(sub: argparse._SubParsersAction) -> None:

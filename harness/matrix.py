@@ -82,16 +82,30 @@ def run_matrix(chosen: list[Scenario], opt: RunOptions, jobs: int,
 # ------------------------------------------------------------------------------------
 # Presenting the matrix
 # ------------------------------------------------------------------------------------
-def progress_line(r: Result, done: int, total: int) -> str:
+COLOURS = {"PASS": "32", "FAIL": "31;1", "MISSED": "31;1", "ERROR": "35;1", "FLAGGED": "33"}
+
+
+def paint(status: str, text: str, colour: bool) -> str:
+    """text in the status's colour (green, red, magenta, yellow) on a terminal."""
+    return f"\033[{COLOURS[status]}m{text}\033[0m" if colour and status in COLOURS else text
+
+
+def progress_line(r: Result, done: int, total: int, *, colour: bool = False,
+                  eta: float | None = None) -> str:
     width = len(str(total))
     failed = ",".join(r.verdict.failed_checks()) if not r.error else "harness error"
     tail = "" if r.status == "PASS" else f"  [{failed}]"
-    return f"[{done:>{width}}/{total}] {r.status:<7} {r.scenario.id:<44} {r.seconds:6.2f}s{tail}"
+    left = f"  (about {eta:.0f}s left)" if eta is not None and done < total else ""
+    return (f"[{done:>{width}}/{total}] {paint(r.status, f'{r.status:<7}', colour)} "
+            f"{r.scenario.id:<44} {r.seconds:6.2f}s{tail}{left}")
 
 
-def summary(results: list[Result]) -> str:
+def summary(results: list[Result], *, full: bool = False, colour: bool = False) -> str:
+    """The table of every scenario that did not simply pass, and a count of the
+    passes; `full`: one row per scenario."""
     rows = [("scenario", "guest", "status", "time", "failed checks / expected")]
-    for r in results:
+    shown = results if full else [r for r in results if r.status != "PASS"]
+    for r in shown:
         what = ",".join(r.verdict.failed_checks()) or "-"
         if r.error:
             what = "error: " + r.error.splitlines()[0][:60]
@@ -102,8 +116,14 @@ def summary(results: list[Result]) -> str:
         rows.append((r.scenario.id, r.scenario.guest_variant(r.options.variant), r.status,
                      f"{r.seconds:.2f}s", what))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    lines = ["  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows]
+    lines = ["  ".join(paint(cell, cell.ljust(w), colour) if i == 2 else cell.ljust(w)
+                       for i, (cell, w) in enumerate(zip(row, widths))).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    passes = len(results) - len(shown)
+    if not full and passes:
+        lines.append(f"... and {passes} scenario(s) that passed (--verbose lists them)")
+    if len(rows) == 1:
+        lines = [f"all {len(results)} scenario(s) passed (--verbose lists them)"]
     return "\n".join(lines)
 
 
@@ -127,6 +147,13 @@ def verdict(results: list[Result], wall: float, label: str) -> tuple[bool, str]:
     word = "PASS" if ok else "FAIL"
     return ok, (f"VERDICT: {word} - {len(met)}/{len(results)} scenarios met their expected "
                 f"outcome ({detail}) in {wall:.1f}s [{label}]")
+
+
+def _is_tty(out) -> bool:
+    try:
+        return out.isatty()
+    except (AttributeError, ValueError):
+        return False
 
 
 def write_json(results: list[Result], path: Path | str, wall: float) -> None:
@@ -178,7 +205,7 @@ def write_junit(results: list[Result], path: Path, wall: float) -> None:
 
 def run_and_report(chosen: list[Scenario], opt: RunOptions, jobs: int, label: str, *,
                    junit: Path | None = None, json_path: Path | None = None,
-                   out=sys.stdout, quiet: bool = False) -> int:
+                   out=sys.stdout, quiet: bool = False, verbose: bool = False) -> int:
     """The main job: progress as scenarios finish, the reports of the ones that
     did not meet their expectation, a summary table and one verdict line.
     Returns the exit code (exit_code)."""
@@ -186,8 +213,12 @@ def run_and_report(chosen: list[Scenario], opt: RunOptions, jobs: int, label: st
     print(f"ptharness: {len(chosen)} scenario(s) [{label}], {jobs} at a time; "
           f"artifacts in {opt.artifacts}", file=out, flush=True)
 
+    colour = _is_tty(out) and not os.environ.get("NO_COLOR")
+
     def show(r: Result, done: int, total: int) -> None:
-        print(progress_line(r, done, total), file=out, flush=True)
+        elapsed = time.monotonic() - t0
+        eta = elapsed / done * (total - done) if done else None
+        print(progress_line(r, done, total, colour=colour, eta=eta), file=out, flush=True)
 
     results = run_matrix(chosen, opt, jobs, None if quiet else show)
     wall = time.monotonic() - t0
@@ -196,7 +227,7 @@ def run_and_report(chosen: list[Scenario], opt: RunOptions, jobs: int, label: st
     shown = [r for r in results if r.status != "PASS"]
     if shown:
         print("\n" + "\n\n".join(r.report for r in shown), file=out)
-    print("\n" + summary(results), file=out)
+    print("\n" + summary(results, full=verbose, colour=colour), file=out)
     ok, line = verdict(results, wall, label)
     print("\n" + line, file=out, flush=True)
     if junit:
