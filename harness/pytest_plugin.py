@@ -47,9 +47,13 @@ _OPTIONS = (
 def pytest_addoption(parser):
     group = parser.getgroup("ptharness", "ptharness: i386 page-table validation on QEMU")
     for opt, env, default, text in _OPTIONS:
+        dest = opt[2:].replace("-", "_")
         names = (opt, "--gdb") if opt == "--gdb-binary" else (opt,)  # the same name as the CLI's
-        group.addoption(*names, dest=opt[2:].replace("-", "_"), default=os.environ.get(env, default),
-                        help=f"{text} (env {env}; default {default})")
+        # Unset here: pytest_configure fills in the environment, then the ini, then the default.
+        group.addoption(*names, dest=dest, default=None,
+                        help=f"{text} (env {env}; ini ptharness_{dest}; default {default!r})")
+        parser.addini(f"ptharness_{dest}", f"{text} (--{dest.replace('_', '-')}, env {env})",
+                      default="")
     group.addoption("--hw-unavailable", choices=("error", "skip"),
                     default=os.environ.get("PTHARNESS_HW_UNAVAILABLE", "error"),
                     help="when QEMU, gdb or the guest build is missing: one error (default) or "
@@ -60,7 +64,18 @@ def pytest_addoption(parser):
                          "(needs a terminal and -n 0; env PTHARNESS_GDB_ON_FAIL=1)")
 
 
+def _resolve_options(config) -> None:
+    """Each option from the command line, else its environment variable, else the
+    ini file's ptharness_<name>, else its default."""
+    for opt, env, default, _ in _OPTIONS:
+        dest = opt[2:].replace("-", "_")
+        if getattr(config.option, dest, None) is None:
+            setattr(config.option, dest,
+                    os.environ.get(env) or config.getini(f"ptharness_{dest}") or default)
+
+
 def pytest_configure(config):
+    _resolve_options(config)
     config.addinivalue_line("markers", "qemu: boots real QEMU (needs qemu, gdb and the guest build)")
     if config.getoption("gdb_on_fail") and _xdist_workers(config):
         raise pytest.UsageError(
@@ -76,6 +91,8 @@ def pytest_configure(config):
     if not ok:
         raise pytest.UsageError(f"--timeout-factor {factor!r}: a finite number above 0 "
                                 "(PTHARNESS_TIMEOUT_FACTOR likewise)")
+    if config.getoption("accel") not in ("tcg", "kvm"):
+        raise pytest.UsageError(f"--accel {config.getoption('accel')!r}: tcg or kvm")
     variant = config.getoption("guest_variant")
     if variant not in scenarios.VARIANTS:
         raise pytest.UsageError(f"--guest-variant must be one of {', '.join(scenarios.VARIANTS)}")

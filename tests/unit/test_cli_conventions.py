@@ -70,3 +70,23 @@ def test_diff_json_of_two_recorded_snapshots():
     assert any(c["kind"] == "gained" and int(c["va"], 16) == 0xC0800000 for c in doc["ranges"])
     assert doc["registers"] == [{"name": "cr4", "a": "0x0", "b": "0x80"}]
     assert all(int(c["end"], 16) > int(c["va"], 16) for c in doc["ranges"])
+
+
+def test_plugin_options_come_from_the_command_line_the_environment_or_the_ini(tmp_path):
+    """Command line over environment over ini (ptharness_<option>) over default."""
+    import os
+    (tmp_path / "pytest.ini").write_text("[pytest]\nptharness_matrix = full\n")
+    (tmp_path / "test_ids.py").write_text("def test_s(scenario):\n    pass\n")
+
+    def collected(*args, env=None):
+        r = subprocess.run([str(BIN / "pytest"), "--collect-only", "-q", "-p", "no:cacheprovider",
+                            *args], capture_output=True, text=True, cwd=tmp_path, timeout=60,
+                           env={**{k: v for k, v in os.environ.items() if not k.startswith("PTHARNESS_")},
+                                **(env or {})})
+        assert r.returncode == 0, r.stdout + r.stderr
+        return int(r.stdout.strip().splitlines()[-1].split()[0])
+    from harness import scenarios
+    full, quick = len(scenarios.matrix("full")), len(scenarios.matrix("quick"))
+    assert collected() == full
+    assert collected(env={"PTHARNESS_MATRIX": "quick"}) == quick
+    assert collected("--matrix", "full", env={"PTHARNESS_MATRIX": "quick"}) == full
