@@ -221,7 +221,7 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scenario-spec", action="append", default=[], metavar="SPEC",
                    help="run a scenario given by its spec, e.g. pae-nopse-pge-nx-1000M-mem=897M "
                         "(repeatable; what `ptharness explore` prints)")
-    p.add_argument("--variant", choices=VARIANTS, default="patched",
+    p.add_argument("--variant", choices=VARIANTS, default=_env("PTHARNESS_VARIANT", "patched"),
                    help="which guest build runs (default patched)")
     p.add_argument("--model", choices=VARIANTS, default="patched", dest="model_variant",
                    help="which algorithm the model check holds it to (default patched: the spec)")
@@ -231,7 +231,7 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--json", nargs="?", const="-", metavar="FILE",
                    help="the matrix result as JSON (docs/json.md) to FILE, or to stdout "
                         "(the report then goes to stderr)")
-    p.add_argument("--artifacts", metavar="DIR", default="artifacts",
+    p.add_argument("--artifacts", metavar="DIR", default=_env("PTHARNESS_ARTIFACTS", "artifacts"),
                    help="per-scenario logs, snapshots and reports (default artifacts/)")
     p.add_argument("--qemu", default=_env("PTHARNESS_QEMU", "qemu-system-i386"), metavar="PATH",
                    help="QEMU binary (env PTHARNESS_QEMU)")
