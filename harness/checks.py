@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import bisect
 from dataclasses import dataclass, field
-from typing import Iterable
+from typing import Callable, Iterable
 
 from . import bootstate, fixmap, records, x86
 from .scenarios import AUDIT, EXCEPTION, PASS, PVBUGS, UNSUPPORTED, Scenario
@@ -395,62 +395,63 @@ def _range_at(ranges: list[Range], starts: list[int], va: int) -> Range | None:
     return None
 
 
-def check_invariants(s: Scenario, layout: SpecLayout, swapper_pa: int, after: Snapshot,
-                     before: Snapshot | None, *, zero_pa: int | None = None,
-                     start_info_pa: int | None = None) -> list[Finding]:
-    """Spec properties of the tables after paging_init (kernel-facts 1-5; under
-    pv=xen also 7 and docs/xen.md). Leaf properties are checked on the merged
-    ranges, so 896 MiB of 4 KiB pages costs a few hundred comparisons."""
-    cpu = after.cpu
-    xen = s.pv == "xen"
-    out: list[Finding] = []
+@dataclass
+class _Judged:
+    """What every invariant looks at, worked out once from the snapshot after
+    paging_init; `bad` records a finding of the layer."""
 
-    def bad(rule, expected, actual, **kw):
-        out.append(Finding("invariants", rule, expected, actual, **kw))
+    s: Scenario
+    layout: SpecLayout
+    after: Snapshot
+    before: Snapshot | None
+    cpu: CpuState
+    xen: bool
+    out: list[Finding]
+    nonleaf: dict = field(default_factory=dict)
+    pages: dict = field(default_factory=dict)
+    ranges: list[Range] = field(default_factory=list)
+    starts: list[int] = field(default_factory=list)
+    large_level: str = "pgd"
+    table_frames: set[int] = field(default_factory=set)
+    may_be_ro: set[int] = field(default_factory=set)
+    shared_va: int | None = None
 
-    # Registers: the mode and features the spec turns on.
+    def bad(self, rule: str, expected: str, actual: str, **kw) -> None:
+        self.out.append(Finding("invariants", rule, expected, actual, **kw))
+
+
+def _registers(j: _Judged, swapper_pa: int) -> None:
+    layout, cpu, s = j.layout, j.cpu, j.s
     want = {"cr3": swapper_pa, "cr4.pae": s.pae, "cr4.pse": layout.pse, "cr4.pge": layout.pge,
             "efer.nxe": layout.nx_active}
     got = {"cr3": cpu.root, "cr4.pae": cpu.pae,
            "cr4.pse": cpu.pse, "cr4.pge": cpu.pge, "efer.nxe": cpu.nxe}
     for k in want:
         if int(want[k]) != int(got[k]):
-            bad("registers", f"{k}={int(want[k]):#x}", f"{k}={int(got[k]):#x}")
-    if cpu.pae != s.pae:
-        return out
+            j.bad("registers", f"{k}={int(want[k]):#x}", f"{k}={int(got[k]):#x}")
 
-    nonleaf = entries_by_va(after.tables, cpu, leaves=False)
-    pages = pages_by_va(after.tables, cpu)
-    ranges = sorted(after.ranges, key=lambda r: r.va)
-    starts = [r.va for r in ranges]
-    large_level = "pmd" if cpu.pae else "pgd"
-    table_frames = {t.phys & ~0xFFF for t in after.tables}
-    # Under Xen, table frames are read-only; so may stay the hypervisor's own
-    # frames (its tables and the start info) and the zero page (docs/xen.md).
-    may_be_ro: set[int] = set()
-    if xen:
-        may_be_ro = table_frames | {t.phys & ~0xFFF for t in (before.tables if before else [])}
-        may_be_ro |= {f for f in (zero_pa, start_info_pa) if f is not None}
 
-    # Every lowmem page at PAGE_OFFSET + pa, kernel protections, exec up to __init_end.
+def _lowmem(j: _Judged) -> None:
+    layout, cpu, xen = j.layout, j.cpu, j.xen
     covered = x86.PAGE_OFFSET
-    for r in ranges:
+    for r in j.ranges:
         lo, hi = max(r.va, x86.PAGE_OFFSET), min(r.va + r.size, layout.linear_end)
         if lo >= hi:
             continue
-        level = "pte" if r.page_size == x86.PAGE_SIZE else large_level
+        level = "pte" if r.page_size == x86.PAGE_SIZE else j.large_level
         n = (hi - lo) // r.page_size
         if lo > covered:
-            bad("lowmem-mapped", "mapped", "not mapped", va=covered, span=lo - covered,
-                level="pte", count=(lo - covered) // x86.PAGE_SIZE)
+            j.bad("lowmem-mapped", "mapped", "not mapped", va=covered, span=lo - covered,
+                  level="pte", count=(lo - covered) // x86.PAGE_SIZE)
         covered = max(covered, hi)
         shift = r.pa - r.va
         if lo + shift != lo - x86.PAGE_OFFSET:
-            bad("lowmem-linear", "pa = va - PAGE_OFFSET", f"pa = va {shift + x86.PAGE_OFFSET:+#x} - PAGE_OFFSET",
-                level=level, va=lo, span=hi - lo, count=n)
+            j.bad("lowmem-linear", "pa = va - PAGE_OFFSET",
+                  f"pa = va {shift + x86.PAGE_OFFSET:+#x} - PAGE_OFFSET",
+                  level=level, va=lo, span=hi - lo, count=n)
         if r.page_size != layout.leaf_size:
-            bad("page-size", f"{layout.leaf_size >> 10} KiB pages", f"{r.page_size >> 10} KiB pages",
-                level=level, va=lo, span=hi - lo, count=n)
+            j.bad("page-size", f"{layout.leaf_size >> 10} KiB pages", f"{r.page_size >> 10} KiB pages",
+                  level=level, va=lo, span=hi - lo, count=n)
             continue
         for seg_lo, seg_hi in _cut(lo, hi, layout.exec_end(r.page_size)):
             want_flags = layout.kernel_flags(seg_lo, r.page_size)
@@ -458,116 +459,183 @@ def check_invariants(s: Scenario, layout: SpecLayout, swapper_pa: int, after: Sn
             if xen and not r.writable:
                 # Read-only is right for table frames and the hypervisor's own.
                 wrong = [f for f in range(seg_lo + shift, seg_hi + shift, x86.PAGE_SIZE)
-                         if f not in may_be_ro]
+                         if f not in j.may_be_ro]
                 for f0, n in x86.page_runs(wrong, len(wrong)):
-                    bad("protections", "writable", "read-only (not a table page)", level=level,
-                        va=f0 - shift, span=n * x86.PAGE_SIZE, count=n)
+                    j.bad("protections", "writable", "read-only (not a table page)", level=level,
+                          va=f0 - shift, span=n * x86.PAGE_SIZE, count=n)
                 have |= x86.RW
             d = describe(level, want_flags | x86.PRESENT, have | x86.PRESENT, cpu.pae, True)
             if d is not None:
                 rule = "nx" if (want_flags ^ have) & x86.NX else "protections"
-                bad(rule, d[0], d[1], level=level, va=seg_lo, span=seg_hi - seg_lo,
-                    expected_value=want_flags, actual_value=have,
-                    count=(seg_hi - seg_lo) // r.page_size)
+                j.bad(rule, d[0], d[1], level=level, va=seg_lo, span=seg_hi - seg_lo,
+                      expected_value=want_flags, actual_value=have,
+                      count=(seg_hi - seg_lo) // r.page_size)
     if covered < layout.lowmem_end:
-        bad("lowmem-mapped", "mapped", "not mapped", va=covered, span=layout.lowmem_end - covered,
-            level="pte", count=(layout.lowmem_end - covered) // x86.PAGE_SIZE)
+        j.bad("lowmem-mapped", "mapped", "not mapped", va=covered, span=layout.lowmem_end - covered,
+              level="pte", count=(layout.lowmem_end - covered) // x86.PAGE_SIZE)
 
-    if xen:
-        # Every page-table page is mapped read-only (Xen's first rule).
-        for f in sorted(table_frames):
-            va = x86.PAGE_OFFSET + f
-            r = _range_at(ranges, starts, va) if va < layout.linear_end else None
-            if r is not None and r.writable:
-                bad("tables-read-only", "table page mapped read-only", "writable", level="pte",
-                    va=va, span=x86.PAGE_SIZE, detail=f"table frame {f:#x}")
 
-    # Effective permissions: no user access anywhere in kernel space.
-    for r in ranges:
+def _tables_read_only(j: _Judged) -> None:
+    if not j.xen:
+        return
+    for f in sorted(j.table_frames):
+        va = x86.PAGE_OFFSET + f
+        r = _range_at(j.ranges, j.starts, va) if va < j.layout.linear_end else None
+        if r is not None and r.writable:
+            j.bad("tables-read-only", "table page mapped read-only", "writable", level="pte",
+                  va=va, span=x86.PAGE_SIZE, detail=f"table frame {f:#x}")
+
+
+def _no_user_in_kernel(j: _Judged) -> None:
+    for r in j.ranges:
         if r.va + r.size > x86.PAGE_OFFSET and r.user:
             lo = max(r.va, x86.PAGE_OFFSET)
-            bad("no-user-in-kernel", "supervisor", "user-accessible", va=lo,
-                span=r.va + r.size - lo, count=(r.va + r.size - lo) // r.page_size)
+            j.bad("no-user-in-kernel", "supervisor", "user-accessible", va=lo,
+                  span=r.va + r.size - lo, count=(r.va + r.size - lo) // r.page_size)
 
-    # Nothing mapped beyond what the spec maps; low mappings are identity (none under Xen).
-    shared_va = layout.fix_to_virt(fixmap.FIX_PARAVIRT_BOOTMAP) if xen else None
-    for r in ranges:
-        level = "pte" if r.page_size == x86.PAGE_SIZE else large_level
+
+def _nothing_beyond(j: _Judged) -> None:
+    layout = j.layout
+    for r in j.ranges:
+        level = "pte" if r.page_size == x86.PAGE_SIZE else j.large_level
         for lo, hi in ((r.va, min(r.va + r.size, x86.PAGE_OFFSET)),
                        (max(r.va, layout.linear_end), r.va + r.size)):
             if lo >= hi:
                 continue
             if layout.hvs:
-                hi = min(hi, layout.hvs)  # the hypervisor's own: checked bit for bit below
-            if shared_va is not None and lo <= shared_va < hi:
-                for part in ((lo, shared_va), (shared_va + x86.PAGE_SIZE, hi)):
-                    _beyond(bad, r, level, *part, xen)
+                hi = min(hi, layout.hvs)  # the hypervisor's own: checked bit for bit (xen)
+            if j.shared_va is not None and lo <= j.shared_va < hi:
+                for part in ((lo, j.shared_va), (j.shared_va + x86.PAGE_SIZE, hi)):
+                    _beyond(j.bad, r, level, *part, j.xen)
                 continue
-            _beyond(bad, r, level, lo, hi, xen)
+            _beyond(j.bad, r, level, lo, hi, j.xen)
 
-    # Tables exactly where the spec puts them in kernel space.
-    pt_parent = "pmd" if cpu.pae else "pgd"
+
+def _tables_placed(j: _Judged) -> None:
+    layout = j.layout
+    pt_parent = "pmd" if j.cpu.pae else "pgd"
     chunks = layout.table_chunks()
-    have_tables = {va for (lvl, va) in pages if lvl == "pte" and va >= x86.PAGE_OFFSET
+    have_tables = {va for (lvl, va) in j.pages if lvl == "pte" and va >= x86.PAGE_OFFSET
                    and not (layout.hvs and va >= layout.hvs)}
     for va in sorted(chunks - have_tables):
-        bad("tables-present", "PTE page", "none", level=pt_parent, va=va,
-            span=layout.geo.pmd_size, detail=_chunk_role(layout, va))
+        j.bad("tables-present", "PTE page", "none", level=pt_parent, va=va,
+              span=layout.geo.pmd_size, detail=_chunk_role(layout, va))
     for va in sorted(have_tables - chunks):
-        if xen and va < layout.linear_end:
+        if j.xen and va < layout.linear_end:
             continue  # the hypervisor's PTE pages of the kernel mapping, shared
-        e = nonleaf.get((pt_parent, va))
-        bad("tables-beyond", "no PTE page", "PTE page", level=pt_parent, va=va,
-            span=layout.geo.pmd_size, entry_addr=e.addr if e else None,
-            actual_value=e.value if e else None,
-            detail="above FIXADDR_TOP" if va >= layout.fix_end else "")
+        e = j.nonleaf.get((pt_parent, va))
+        j.bad("tables-beyond", "no PTE page", "PTE page", level=pt_parent, va=va,
+              span=layout.geo.pmd_size, entry_addr=e.addr if e else None,
+              actual_value=e.value if e else None,
+              detail="above FIXADDR_TOP" if va >= layout.fix_end else "")
 
-    if cpu.pae:
-        pdpt = {va >> 30: e for (lvl, va), e in nonleaf.items() if lvl == "pgd"}
-        for i, e in sorted(pdpt.items()):
-            # QEMU's TCG sets A (bit 5) in the PDPTE it walks, as real CPUs do not;
-            # what the kernel wrote was legal if only that bit is extra.
-            extra = e.value & ~ADDR_MASK_PAE & ~(x86.PDPTE_ALLOWED_LOW | x86.ACCESSED)
-            if e.value & x86.PRESENT and extra:
-                bad("pdpt-legal", "P, PWT, PCD and address only", f"{e.value:#x}", level="pgd",
-                    va=e.va, span=e.span, entry_addr=e.addr, actual_value=e.value)
-        kern = pdpt.get(3)
-        slot0 = pdpt.get(0)
-        if not xen and (kern is None or slot0 is None
-                        or (slot0.value & ADDR_MASK_PAE) != (kern.value & ADDR_MASK_PAE)):
-            bad("pae-low-identity", "PDPT[0] shares PDPT[3]'s PMD page",
-                f"PDPT[0]={(slot0.value if slot0 else 0):#x} PDPT[3]={(kern.value if kern else 0):#x}",
-                level="pgd", va=0, span=1 << 30)
-    for p in after.problems:
-        if cpu.pae and p.level == "pgd" and _pdpte_accessed_only(p):
+
+def _pdpt(j: _Judged) -> None:
+    if not j.cpu.pae:
+        return
+    pdpt = {va >> 30: e for (lvl, va), e in j.nonleaf.items() if lvl == "pgd"}
+    for i, e in sorted(pdpt.items()):
+        # QEMU's TCG sets A (bit 5) in the PDPTE it walks, as real CPUs do not;
+        # what the kernel wrote was legal if only that bit is extra.
+        extra = e.value & ~ADDR_MASK_PAE & ~(x86.PDPTE_ALLOWED_LOW | x86.ACCESSED)
+        if e.value & x86.PRESENT and extra:
+            j.bad("pdpt-legal", "P, PWT, PCD and address only", f"{e.value:#x}", level="pgd",
+                  va=e.va, span=e.span, entry_addr=e.addr, actual_value=e.value)
+    kern, slot0 = pdpt.get(3), pdpt.get(0)
+    if not j.xen and (kern is None or slot0 is None
+                      or (slot0.value & ADDR_MASK_PAE) != (kern.value & ADDR_MASK_PAE)):
+        j.bad("pae-low-identity", "PDPT[0] shares PDPT[3]'s PMD page",
+              f"PDPT[0]={(slot0.value if slot0 else 0):#x} PDPT[3]={(kern.value if kern else 0):#x}",
+              level="pgd", va=0, span=1 << 30)
+
+
+def _legal_entries(j: _Judged) -> None:
+    for p in j.after.problems:
+        if j.cpu.pae and p.level == "pgd" and _pdpte_accessed_only(p):
             continue
-        bad("cpu-would-fault", "legal entry", p.what, level=p.level, va=p.va,
-            entry_addr=p.entry_addr, actual_value=p.value)
+        j.bad("cpu-would-fault", "legal entry", p.what, level=p.level, va=p.va,
+              entry_addr=p.entry_addr, actual_value=p.value)
 
-    if xen:
-        out += _xen_invariants(layout, after, before, shared_va)
 
-    # Tables present before setup are reused, not replaced (same paging mode only:
-    # a native PAE boot starts on 2-level tables that PAE cannot reuse).
-    if before is not None and before.cpu.paging and before.cpu.pae == cpu.pae:
-        amask = ADDR_MASK_PAE if cpu.pae else ADDR_MASK_2L
-        old = entries_by_va(before.tables, before.cpu, leaves=False)
-        now_all = {**nonleaf, **_large_leaves(after, cpu)}
-        for key, e in old.items():
-            lvl, va = key
-            if not e.value & x86.PRESENT:
-                continue
-            now = now_all.get(key)
-            if now is not None and is_leaf(lvl, now.value, cpu):
-                continue  # the spec replaces it with a large page (PSE linear map)
-            if lvl == "pgd" and cpu.pae and (va < x86.PAGE_OFFSET or xen):
-                continue  # PDPT slots: setup_start owns them (Xen copies the PMD pages)
-            if now is None or (now.value & amask) != (e.value & amask):
-                bad("tables-reused", f"table at {e.value & amask:#x} kept",
-                    f"{'gone' if now is None else f'table at {now.value & amask:#x}'}",
-                    level=lvl, va=va, span=e.span, entry_addr=e.addr, expected_value=e.value,
-                    actual_value=now.value if now else 0)
-    return out
+def _xen(j: _Judged) -> None:
+    if j.xen:
+        j.out.extend(_xen_invariants(j.layout, j.after, j.before, j.shared_va))
+
+
+def _tables_reused(j: _Judged) -> None:
+    # Same paging mode only: a native PAE boot starts on 2-level tables PAE cannot reuse.
+    before, cpu = j.before, j.cpu
+    if before is None or not before.cpu.paging or before.cpu.pae != cpu.pae:
+        return
+    amask = ADDR_MASK_PAE if cpu.pae else ADDR_MASK_2L
+    old = entries_by_va(before.tables, before.cpu, leaves=False)
+    now_all = {**j.nonleaf, **_large_leaves(j.after, cpu)}
+    for key, e in old.items():
+        lvl, va = key
+        if not e.value & x86.PRESENT:
+            continue
+        now = now_all.get(key)
+        if now is not None and is_leaf(lvl, now.value, cpu):
+            continue  # the spec replaces it with a large page (PSE linear map)
+        if lvl == "pgd" and cpu.pae and (va < x86.PAGE_OFFSET or j.xen):
+            continue  # PDPT slots: setup_start owns them (Xen copies the PMD pages)
+        if now is None or (now.value & amask) != (e.value & amask):
+            j.bad("tables-reused", f"table at {e.value & amask:#x} kept",
+                  f"{'gone' if now is None else f'table at {now.value & amask:#x}'}",
+                  level=lvl, va=va, span=e.span, entry_addr=e.addr, expected_value=e.value,
+                  actual_value=now.value if now else 0)
+
+
+# The invariants of the tables after paging_init, each with the fact it states.
+INVARIANTS: tuple[tuple[str, str, Callable[[_Judged], None]], ...] = (
+    ("lowmem", "kernel-facts §3, §5: every lowmem page at PAGE_OFFSET + pa with the kernel's "
+               "protections, executable up to and including __init_end's page, NX above iff "
+               "NX is active, GLOBAL iff PGE; 4 KiB or large pages as PSE says", _lowmem),
+    ("tables-read-only", "kernel-facts §7: under Xen every page-table page is mapped "
+                         "read-only", _tables_read_only),
+    ("no-user-in-kernel", "kernel-facts §2: no user access anywhere above PAGE_OFFSET",
+     _no_user_in_kernel),
+    ("beyond", "kernel-facts §4, §5: nothing mapped beyond lowmem, the fixmap and pkmap; "
+               "low mappings are identity (none under Xen)", _nothing_beyond),
+    ("tables-placed", "kernel-facts §5: PTE pages exactly for lowmem, the fixmap range and "
+                      "pkmap, none above FIXADDR_TOP", _tables_placed),
+    ("pdpt", "kernel-facts §1, §5: legal PDPT entries; natively PDPT[0] shares the kernel "
+             "PMD page (setup_done's low identity)", _pdpt),
+    ("legal-entries", "kernel-facts §1: no entry the CPU would reject", _legal_entries),
+    ("xen", "docs/xen.md: the hypervisor's area and PTE pages untouched, its PTE pages of the "
+            "kernel mapping kept, the shared-info page mapped", _xen),
+    ("tables-reused", "kernel-facts §5: tables present before setup are reused, not replaced",
+     _tables_reused),
+)
+
+
+def check_invariants(s: Scenario, layout: SpecLayout, swapper_pa: int, after: Snapshot,
+                     before: Snapshot | None, *, zero_pa: int | None = None,
+                     start_info_pa: int | None = None) -> list[Finding]:
+    """Spec properties of the tables after paging_init (INVARIANTS; the registers
+    first). Leaf properties are checked on the merged ranges, so 896 MiB of 4 KiB
+    pages costs a few hundred comparisons."""
+    cpu = after.cpu
+    j = _Judged(s=s, layout=layout, after=after, before=before, cpu=cpu, xen=s.pv == "xen",
+                out=[])
+    _registers(j, swapper_pa)
+    if cpu.pae != s.pae:
+        return j.out  # another paging mode: nothing below can be compared
+    j.nonleaf = entries_by_va(after.tables, cpu, leaves=False)
+    j.pages = pages_by_va(after.tables, cpu)
+    j.ranges = sorted(after.ranges, key=lambda r: r.va)
+    j.starts = [r.va for r in j.ranges]
+    j.large_level = "pmd" if cpu.pae else "pgd"
+    j.table_frames = {t.phys & ~0xFFF for t in after.tables}
+    if j.xen:
+        # Under Xen, table frames are read-only; so may stay the hypervisor's own
+        # frames (its tables and the start info) and the zero page (docs/xen.md).
+        j.may_be_ro = j.table_frames | {t.phys & ~0xFFF for t in (before.tables if before else [])}
+        j.may_be_ro |= {f for f in (zero_pa, start_info_pa) if f is not None}
+        j.shared_va = layout.fix_to_virt(fixmap.FIX_PARAVIRT_BOOTMAP)
+    for _name, _fact, rule in INVARIANTS:
+        rule(j)
+    return j.out
 
 
 CPU_FEATURE_BITS = {"pse": 0, "pge": 1, "pae": 2, "nx": 3}  # guest_cpu_features

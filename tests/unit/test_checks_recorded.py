@@ -92,3 +92,13 @@ def test_one_bit_changed_in_a_real_snapshot_is_caught_there():
     got = {(g.check, g.rule, g.va, g.end, g.expected, g.actual) for g in report.group(v.findings)}
     assert got == {("model", "entries", va, va + 0x1000, "writable", "read-only"),
                    ("invariants", "protections", va, va + 0x1000, "writable", "read-only")}
+
+
+def test_the_invariants_are_a_table_of_stated_facts():
+    """checks.INVARIANTS: one row per invariant, each naming the fact of the spec it
+    states, and every rule of the recorded pre-patch findings comes from one."""
+    names = [name for name, _, _ in checks.INVARIANTS]
+    assert len(names) == len(set(names))
+    assert all(("kernel-facts §" in fact or "docs/xen.md" in fact) for _, fact, _ in checks.INVARIANTS)
+    v = judge("nopae-pse-pge-128M-reservetop64M@prepatch")
+    assert {f.rule for f in v.findings if f.check == "invariants"} == {"tables-beyond"}
