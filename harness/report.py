@@ -5,8 +5,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from typing import TYPE_CHECKING
+
 from . import walker
-from .checks import CHECKS, Finding, Verdict
+
+if TYPE_CHECKING:  # the checks are loaded only where findings are shown: `walk` needs none
+    from .checks import Finding, Verdict
 
 LEVEL_UNITS = {"pte": ("PTE", "PTEs"), "pmd": ("PMD entry", "PMD entries"),
                "pgd": ("PGD entry", "PGD entries"), None: ("item", "items")}
@@ -54,6 +58,8 @@ class Group:
 
 def group(findings: list[Finding]) -> list[Group]:
     """Merge findings that say the same thing about adjacent VAs."""
+    from .checks import CHECKS
+
     def key(f: Finding):
         return (CHECKS.index(f.check) if f.check in CHECKS else 99, f.rule, f.level or "",
                 f.expected, f.actual, f.va if f.va is not None else -1)
@@ -77,6 +83,7 @@ def render(title: str, verdict: Verdict, *, reproduce: str = "", debug: str = ""
            max_groups: int = 12) -> str:
     lines = [title]
     groups = group(verdict.findings)
+    from .checks import CHECKS
     for check in CHECKS:
         if check in verdict.skipped:
             lines.append(f"  {check:<11} skipped: {verdict.skipped[check]}")
