@@ -8,6 +8,7 @@
  * records (docs/guest-contract.md "SMP").
  */
 #include "apic.h"
+#include "desc.h"
 #include "fixmap.h"
 #include "guest.h"
 #include "io.h"
@@ -232,27 +233,12 @@ static u32 wait_for_ap(u32 apicid)
 	}
 }
 
-struct idt_gate {
-	u16 offset_low;
-	u16 selector;
-	u8 zero;
-	u8 type_attr;
-	u16 offset_high;
-} __attribute__((packed));
 extern struct idt_gate smp_ap_idt[32]; /* trampoline.S, bss */
 
 /* The APs' IDT (PAGE_OFFSET address): every exception to the recording stub. */
 static void setup_ap_idt(void)
 {
-	for (unsigned v = 0; v < 32; v++) {
-		u32 handler = smp_ap_exception_stubs[v];
-		smp_ap_idt[v] = (struct idt_gate){
-			.offset_low = (u16)handler,
-			.selector = SMP_CS,
-			.type_attr = 0x8e, /* present, DPL 0, 32-bit interrupt gate */
-			.offset_high = (u16)(handler >> 16),
-		};
-	}
+	fill_idt(smp_ap_idt, smp_ap_exception_stubs, SMP_CS);
 }
 
 u32 smp_ap_wait_us[NR_CPUS]; /* how long the BSP waited for each AP */

@@ -61,6 +61,27 @@ trampoline_end:
 
 	.text
 	.code32
+
+/* Every data segment register to the flat kernel data segment. */
+.macro load_flat_data_segments
+	movl $SMP_DS, %eax
+	movl %eax, %ds
+	movl %eax, %es
+	movl %eax, %fs
+	movl %eax, %gs
+	movl %eax, %ss
+.endm
+
+/* %ebx = this CPU's initial APIC id (CPUID.1:EBX[31:24]); an id without a
+ * record halts at once, staying out of memory. Clobbers %eax, %ecx, %edx. */
+.macro apic_id_or_halt
+	movl $1, %eax
+	cpuid
+	shrl $24, %ebx
+	cmpl $NR_CPUS, %ebx
+	jae smp_ap_halt
+.endm
+
 /*
  * Entered from the trampoline: protected mode, flat segments, paging off,
  * every memory reference physical (PA(...)).
@@ -70,18 +91,8 @@ trampoline_end:
 	.type startup_32_smp, @function
 startup_32_smp:
 	cld
-	movl $SMP_DS, %eax
-	movl %eax, %ds
-	movl %eax, %es
-	movl %eax, %fs
-	movl %eax, %gs
-	movl %eax, %ss
-
-	movl $1, %eax
-	cpuid
-	shrl $24, %ebx			/* CPUID.1:EBX[31:24]: initial APIC id */
-	cmpl $NR_CPUS, %ebx
-	jae smp_ap_halt			/* no record for it: stay out of memory */
+	load_flat_data_segments
+	apic_id_or_halt
 	movl %ebx, %ebp
 	imull $SMP_REC_SIZE, %ebp, %esi
 	movl %ebp, PA(smp_cpu_records) + SMP_REC_APIC_ID(%esi)
@@ -135,17 +146,8 @@ startup_32_smp_after_pg:
 	ljmp $SMP_CS, $startup_32_smp_high
 
 startup_32_smp_high:
-	movl $SMP_DS, %eax
-	movl %eax, %ds
-	movl %eax, %es
-	movl %eax, %fs
-	movl %eax, %gs
-	movl %eax, %ss
-	movl $1, %eax
-	cpuid
-	shrl $24, %ebx
-	cmpl $NR_CPUS, %ebx
-	jae smp_ap_halt
+	load_flat_data_segments
+	apic_id_or_halt
 	imull $SMP_REC_SIZE, %ebx, %edi
 	addl $smp_cpu_records, %edi
 	call smp_ap_record_regs
@@ -214,11 +216,7 @@ smp_ap_exception_common:
 	movl $SMP_DS, %eax		/* whatever DS was: the flat one */
 	movl %eax, %ds
 	movl %eax, %es
-	movl $1, %eax
-	cpuid
-	shrl $24, %ebx
-	cmpl $NR_CPUS, %ebx
-	jae smp_ap_halt
+	apic_id_or_halt
 	imull $SMP_REC_SIZE, %ebx, %edi
 	addl $smp_cpu_records, %edi
 	popl SMP_REC_FAULT_VECTOR(%edi)

@@ -4,6 +4,7 @@
  * so a broken mapping shows up as one clear line instead of a triple fault,
  * unless an armed probe expected the fault (entry.S asks probe_fixup first).
  */
+#include "desc.h"
 #include "guest.h"
 #include "probes.h" /* struct exception_frame */
 #include "processor.h"
@@ -11,13 +12,6 @@
 #define KERNEL_CS 0x10
 #define GATE_INTERRUPT_RING0 0x8e /* present, DPL 0, 32-bit interrupt gate */
 
-struct idt_gate {
-	u16 offset_low;
-	u16 selector;
-	u8 zero;
-	u8 type_attr;
-	u16 offset_high;
-} __attribute__((packed));
 
 extern const u32 exception_stubs[32];
 static struct idt_gate idt[32] __aligned(8);
@@ -28,17 +22,21 @@ static const char *const exception_mnemonics[32] = {
 	"24", "25", "26", "27", "HV", "VC", "SX", "31",
 };
 
-void trap_init(void)
+void fill_idt(struct idt_gate idt[32], const u32 stubs[32], u16 selector)
 {
-	for (unsigned v = 0; v < ARRAY_SIZE(idt); v++) {
-		u32 handler = exception_stubs[v];
+	for (unsigned v = 0; v < 32; v++) {
 		idt[v] = (struct idt_gate){
-			.offset_low = (u16)handler,
-			.selector = KERNEL_CS,
+			.offset_low = (u16)stubs[v],
+			.selector = selector,
 			.type_attr = GATE_INTERRUPT_RING0,
-			.offset_high = (u16)(handler >> 16),
+			.offset_high = (u16)(stubs[v] >> 16),
 		};
 	}
+}
+
+void trap_init(void)
+{
+	fill_idt(idt, exception_stubs, KERNEL_CS);
 	struct {
 		u16 limit;
 		u32 base;

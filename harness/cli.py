@@ -233,21 +233,9 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
                         "(the report then goes to stderr)")
     p.add_argument("--artifacts", metavar="DIR", default=_env("PTHARNESS_ARTIFACTS", "artifacts"),
                    help="per-scenario logs, snapshots and reports (default artifacts/)")
-    p.add_argument("--qemu", default=_env("PTHARNESS_QEMU", "qemu-system-i386"), metavar="PATH",
-                   help="QEMU binary (env PTHARNESS_QEMU)")
-    p.add_argument("--gdb-binary", default=_env("PTHARNESS_GDB", "gdb"), metavar="PATH",
-                   help="gdb binary (env PTHARNESS_GDB)")
-    p.add_argument("--guest-build", metavar="DIR", default=None,
-                   help="where the guest variants are built (env PTHARNESS_GUEST_BUILD; default "
-                        "the checkout's guest/build; `ptharness build-guest` makes one)")
-    p.add_argument("--kernel", metavar="ELF", default=None,
-                   help="one guest ELF instead (its variant is read from the ELF): only the "
-                        "scenarios of its paging mode run")
+    _add_target_options(p)
     p.add_argument("--accel", choices=("tcg", "kvm"), default=_env("PTHARNESS_ACCEL", "tcg"),
                    help="QEMU accelerator (kvm only where /dev/kvm is usable)")
-    p.add_argument("--timeout-factor", type=_factor, metavar="F",
-                   default=_env("PTHARNESS_TIMEOUT_FACTOR", "1.0"),
-                   help="multiply every guest timeout (slow hosts)")
     p.add_argument("--no-oracle", action="store_true", help="skip QEMU's info tlb / info mem")
     p.add_argument("-q", "--quiet", action="store_true", help="no per-scenario progress lines")
     p.add_argument("--verbose", action="store_true", dest="full_summary",
@@ -255,26 +243,48 @@ def _add_check(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=cmd_check)
 
 
+def _add_target_options(p: argparse.ArgumentParser, *, timeout: bool = True,
+                        kernel: bool = True) -> None:
+    """What boots and drives the guest: the same options on check, debug and explore."""
+    p.add_argument("--qemu", default=_env("PTHARNESS_QEMU", "qemu-system-i386"), metavar="PATH",
+                   help="QEMU binary (env PTHARNESS_QEMU)")
+    p.add_argument("--gdb-binary", default=_env("PTHARNESS_GDB", "gdb"), metavar="PATH",
+                   help="gdb binary (env PTHARNESS_GDB)")
+    p.add_argument("--guest-build", metavar="DIR", default=None,
+                   help="where the guest variants are built (env PTHARNESS_GUEST_BUILD; default "
+                        "the checkout's guest/build; `ptharness build-guest` makes one)")
+    if kernel:
+        p.add_argument("--kernel", metavar="ELF", default=None,
+                       help="one guest ELF instead (its variant is read from the ELF): only "
+                            "the scenarios of its paging mode run")
+    if timeout:
+        p.add_argument("--timeout-factor", type=_factor, metavar="F",
+                       default=_env("PTHARNESS_TIMEOUT_FACTOR", "1.0"),
+                       help="multiply every guest timeout (slow hosts)")
+
+
+def _target(args: argparse.Namespace) -> dict:
+    """RunOptions fields from _add_target_options' options."""
+    from pathlib import Path
+    fields = {"qemu": args.qemu, "gdb": args.gdb_binary}
+    if getattr(args, "kernel", None):
+        fields["kernel"] = Path(args.kernel).resolve()
+    if args.guest_build:
+        fields["guest_build"] = Path(args.guest_build).resolve()
+    if hasattr(args, "timeout_factor"):
+        fields["timeout_factor"] = args.timeout_factor
+    return fields
+
+
 def _preflight(args: argparse.Namespace, chosen, opt) -> None:
     """Fail before starting anything, with one line: binaries that are missing or
     do not run, KVM, guest builds that are missing or no guest of the contract."""
     import os
-    import shutil
-    import subprocess
     from . import elf, fixmap, model
-    from .runner import STOP_POINTS, HarnessError, kernel_path
-    for what, binary in (("QEMU", args.qemu), ("gdb", args.gdb_binary)):
-        if shutil.which(binary) is None:
-            raise CliError(f"{what} binary {binary!r} not found (scripts/bootstrap installs it)")
-        try:
-            r = subprocess.run([binary, "--version"], capture_output=True, text=True,
-                               timeout=10 * opt.timeout_factor, stdin=subprocess.DEVNULL)
-        except (OSError, subprocess.TimeoutExpired) as e:
-            raise CliError(f"{what} binary {binary!r} does not run: {e}") from None
-        first = (r.stdout.strip().splitlines() or [""])[0]
-        if r.returncode != 0 or not first:
-            raise CliError(f"{what} binary {binary!r} does not run: `{binary} --version` "
-                           f"exited with status {r.returncode}")
+    from .runner import STOP_POINTS, HarnessError, binaries_problem, kernel_path
+    problem = binaries_problem(args.qemu, args.gdb_binary, 10 * opt.timeout_factor)
+    if problem:
+        raise CliError(problem)
     if args.accel == "kvm":
         try:
             os.close(os.open("/dev/kvm", os.O_RDWR))
@@ -319,12 +329,8 @@ def cmd_check(args: argparse.Namespace, out=sys.stdout) -> int:
                            f"{wrong[0]} boots the other mode")
         chosen = [s for s in chosen if s.pae == pae]
     opt = RunOptions(variant=variant, model_variant=args.model_variant,
-                     artifacts=Path(args.artifacts).resolve(), qemu=args.qemu,
-                     gdb=args.gdb_binary, accel=args.accel,
-                     timeout_factor=args.timeout_factor, oracle=not args.no_oracle,
-                     kernel=Path(args.kernel).resolve() if args.kernel else None)
-    if args.guest_build:
-        opt.guest_build = Path(args.guest_build).resolve()
+                     artifacts=Path(args.artifacts).resolve(), accel=args.accel,
+                     oracle=not args.no_oracle, **_target(args))
     _preflight(args, chosen, opt)
     jobs = args.jobs or matrix.default_jobs()
     what = f"{len(chosen)} chosen" if picked else f"{args.matrix} matrix"
@@ -421,13 +427,7 @@ def _add_debug(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", choices=VARIANTS, default="patched", dest="model_variant",
                    help="the algorithm pt diff holds the tables to")
     p.add_argument("--artifacts", metavar="DIR", default="artifacts")
-    p.add_argument("--qemu", default=_env("PTHARNESS_QEMU", "qemu-system-i386"), metavar="PATH",
-                   help="QEMU binary (env PTHARNESS_QEMU)")
-    p.add_argument("--gdb-binary", default=_env("PTHARNESS_GDB", "gdb"), metavar="PATH",
-                   help="gdb binary (env PTHARNESS_GDB)")
-    p.add_argument("--guest-build", metavar="DIR", default=None,
-                   help="where the guest variants are built (default guest/build)")
-    p.add_argument("--kernel", metavar="ELF", default=None, help="one guest ELF instead")
+    _add_target_options(p, timeout=False)
     p.set_defaults(func=cmd_debug)
 
 
@@ -437,12 +437,7 @@ def cmd_debug(args: argparse.Namespace, out=sys.stdout) -> int:
     from .runner import RunOptions
     s = scenarios.get_or_spec(args.scenario)
     opt = RunOptions(variant=args.variant, model_variant=args.model_variant,
-                     artifacts=Path(args.artifacts).resolve(), qemu=args.qemu,
-                     gdb=args.gdb_binary)
-    if args.guest_build:
-        opt.guest_build = Path(args.guest_build).resolve()
-    if args.kernel:
-        opt.kernel = Path(args.kernel).resolve()
+                     artifacts=Path(args.artifacts).resolve(), **_target(args))
     try:
         debug.debug(s, opt, args.at)
     except debug.DebugError as e:
@@ -458,27 +453,22 @@ def cmd_debug(args: argparse.Namespace, out=sys.stdout) -> int:
 # explore
 # --------------------------------------------------------------------------------------
 
-def _factor(text: str) -> float:
-    """--timeout-factor: a finite number above 0 (every timeout is multiplied by it)."""
-    import math
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(v) or v <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: a finite number above 0 (e.g. 2 on a slow host)")
-    return v
+def _above_zero(what: str, hint: str = "") -> Callable[[str], float]:
+    """An argparse type: a finite number above 0 (--timeout-factor, --budget)."""
+    def parse(text: str) -> float:
+        import math
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if not math.isfinite(v) or v <= 0:
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: a finite {what.removeprefix('a ')} above 0{hint}")
+        return v
+    return parse
 
 
-def _positive_seconds(text: str) -> float:
-    import math
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
-    if not math.isfinite(v) or v <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r}: a finite number of seconds above 0")
-    return v
+_factor = _above_zero("a number", " (e.g. 2 on a slow host)")
 
 
 def _add_explore(sub: argparse._SubParsersAction) -> None:
@@ -492,7 +482,7 @@ def _add_explore(sub: argparse._SubParsersAction) -> None:
                     "print it as a command and as a Scenario(...) line. Exit 1 when a failure "
                     "was found. The pre-patch guest (--variant prepatch) fails wherever a check "
                     "flags it: explore finds the seed's bugs on its own.")
-    p.add_argument("--budget", type=_positive_seconds, default=60.0, metavar="SECONDS",
+    p.add_argument("--budget", type=_above_zero("a number of seconds"), default=60.0, metavar="SECONDS",
                    help="time to search (default 60; a shrink under way may take up to 30 s more)")
     p.add_argument("--seed", type=int, default=0, help="Hypothesis seed (default 0): same seed, "
                    "same scenarios, worker by worker")
@@ -506,15 +496,7 @@ def _add_explore(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--artifacts", metavar="DIR", default="artifacts/explore",
                    help="runs of failing scenarios and Hypothesis's example database "
                         "(default artifacts/explore)")
-    p.add_argument("--qemu", default=_env("PTHARNESS_QEMU", "qemu-system-i386"), metavar="PATH",
-                   help="QEMU binary (env PTHARNESS_QEMU)")
-    p.add_argument("--gdb-binary", default=_env("PTHARNESS_GDB", "gdb"), metavar="PATH",
-                   help="gdb binary (env PTHARNESS_GDB)")
-    p.add_argument("--guest-build", metavar="DIR", default=None,
-                   help="where the guest variants are built (default guest/build)")
-    p.add_argument("--timeout-factor", type=_factor, metavar="F",
-                   default=_env("PTHARNESS_TIMEOUT_FACTOR", "1.0"),
-                   help="multiply every guest timeout (slow hosts)")
+    _add_target_options(p, kernel=False)  # explore draws scenarios of both paging modes
     p.set_defaults(func=cmd_explore, accel="tcg")
 
 
@@ -523,9 +505,7 @@ def cmd_explore(args: argparse.Namespace, out=sys.stdout) -> int:
     from . import explore, matrix, scenarios
     from .runner import RunOptions
     opt = RunOptions(variant=args.variant, artifacts=Path(args.artifacts).resolve(),
-                     qemu=args.qemu, gdb=args.gdb_binary, timeout_factor=args.timeout_factor)
-    if args.guest_build:
-        opt.guest_build = Path(args.guest_build).resolve()
+                     **_target(args))
     # The builds the drawn scenarios need, checked before anything starts.
     probe = [scenarios.get(i) for b, i in (("pae", "pae-pse-pge-nx-16M"),
                                            ("nopae", "nopae-pse-pge-16M"))

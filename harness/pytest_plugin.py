@@ -154,19 +154,11 @@ def pytest_runtest_setup(item):
 
 
 def _preflight(config) -> str | None:
-    import subprocess
-    for what, binary in (("QEMU", config.getoption("qemu")),
-                         ("gdb", config.getoption("gdb_binary"))):
-        if shutil.which(binary) is None:
-            return f"{what} binary {binary!r} not found (scripts/bootstrap installs it)"
-        try:
-            r = subprocess.run([binary, "--version"], capture_output=True, timeout=30,
-                               stdin=subprocess.DEVNULL)
-        except (OSError, subprocess.TimeoutExpired) as e:
-            return f"{what} binary {binary!r} does not run: {e}"
-        if r.returncode != 0:
-            return f"{what} binary {binary!r} does not run (`--version` exited {r.returncode})"
     from . import runner
+    problem = runner.binaries_problem(config.getoption("qemu"), config.getoption("gdb_binary"),
+                                      30 * float(config.getoption("timeout_factor")))
+    if problem:
+        return problem
     build = config.stash[OPTIONS_KEY].get("guest_build") or runner.default_guest_build()
     if build is None:
         return "no guest build: pass --guest-build DIR or set PTHARNESS_GUEST_BUILD"

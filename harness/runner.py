@@ -173,6 +173,25 @@ def debug_command(s: Scenario, opt: RunOptions, at: str = "done") -> str:
     return shlex.join([program(), "debug", name, "--at", at] + flags)
 
 
+def binaries_problem(qemu_binary: str, gdb_binary: str, timeout: float) -> str | None:
+    """Why QEMU or gdb cannot be used (missing, or `--version` fails), or None:
+    the preflight of `check`, `explore` and the pytest plugin."""
+    import subprocess
+    for what, binary in (("QEMU", qemu_binary), ("gdb", gdb_binary)):
+        if shutil.which(binary) is None:
+            return f"{what} binary {binary!r} not found (scripts/bootstrap installs it)"
+        try:
+            r = subprocess.run([binary, "--version"], capture_output=True, text=True,
+                               timeout=timeout, stdin=subprocess.DEVNULL)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            return f"{what} binary {binary!r} does not run: {e}"
+        first = (r.stdout.strip().splitlines() or [""])[0]
+        if r.returncode != 0 or not first:
+            return (f"{what} binary {binary!r} does not run: `{binary} --version` exited "
+                    f"with status {r.returncode}")
+    return None
+
+
 def kernel_variant(path: Path) -> tuple[bool, bool]:
     """(PAE, pre-patch) of one guest ELF, from the absolute symbols the guest build
     exports (docs/guest-contract.md)."""
