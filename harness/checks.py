@@ -242,17 +242,19 @@ def check_model(before: Snapshot, after: Snapshot, predicted_cpu: CpuState, pred
 
 
 def check_progress(before: Snapshot, state: dict, predicted_allocs: list[int],
-                   predicted_hooks: list[tuple[int, int]]) -> list[Finding]:
+                   predicted_hooks: list[tuple[int, int]], *, check: str = "model",
+                   rule_prefix: str = "") -> list[Finding]:
     """The allocations (cursor) and the hook calls made since the before point,
     against the model's; also what the kernel did up to its own BUG(), as read
-    when it exited."""
+    when it exited. The work layer holds its phase to the same (check "work",
+    from paging_init_done on)."""
     out = []
     start = (before.guest or {}).get("boot_alloc_cursor")
     cursor = state.get("boot_alloc_cursor")
     if start is not None and cursor is not None:
         actual = list(range(start, cursor, x86.PAGE_SIZE))
         if actual != predicted_allocs:
-            out.append(Finding("model", "allocations",
+            out.append(Finding(check, f"{rule_prefix}allocations",
                                f"{len(predicted_allocs)} pages {_page_span(predicted_allocs)}",
                                f"{len(actual)} pages {_page_span(actual)}"))
     if state.get("hook_log") is None:
@@ -263,7 +265,7 @@ def check_progress(before: Snapshot, state: dict, predicted_allocs: list[int],
     want = [tuple(h) for h in predicted_hooks]
     if hooks != want:
         i = next((i for i, (x, y) in enumerate(zip(want, hooks)) if x != y), min(len(want), len(hooks)))
-        out.append(Finding("model", "hook-log", f"{len(want)} calls; #{i}: {_hook(want, i)}",
+        out.append(Finding(check, f"{rule_prefix}hook-log", f"{len(want)} calls; #{i}: {_hook(want, i)}",
                            f"{len(hooks)} calls; #{i}: {_hook(hooks, i)}"))
     return out
 

@@ -357,6 +357,10 @@ class MiSession:
         Raises GdbError on ^error, MiTimeout, GdbDied or TargetGone."""
         return self._execute(mi, self.default_timeout if timeout is None else timeout)[0]
 
+    def _long(self, timeout: float | None) -> float:
+        """The limit for commands that move much data (monitor output, big reads)."""
+        return 6 * self.default_timeout if timeout is None else timeout
+
     def console(self, cli: str, timeout: float | None = None) -> str:
         """Run a CLI command and return what it printed."""
         _, streams = self._execute(f"-interpreter-exec console {mi_quote(cli)}",
@@ -475,7 +479,7 @@ class MiSession:
 
     def monitor(self, cmd: str, timeout: float | None = None) -> str:
         """A QEMU monitor command through the gdbstub; its output with \\n line ends."""
-        timeout = 6 * self.default_timeout if timeout is None else timeout
+        timeout = self._long(timeout)
         return self.console(f"monitor {cmd}", timeout).replace("\r\n", "\n")
 
     def run_state(self) -> str:
@@ -589,7 +593,7 @@ class MiSession:
         read: 0.12 s instead of 0.18 s)."""
         if size <= 0:
             return b""
-        timeout = 6 * self.default_timeout if timeout is None else timeout
+        timeout = self._long(timeout)
         if size >= _DUMP_THRESHOLD and self._can_dump():
             return self._read_by_dump(addr, size, timeout)
         rec = self.command(f"-data-read-memory-bytes {addr:#x} {size}", timeout)
@@ -672,7 +676,7 @@ class MiSession:
         quadratic time (256 KiB: 0.84 s; as a file: 0.013 s)."""
         if not data:
             return
-        timeout = 6 * self.default_timeout if timeout is None else timeout
+        timeout = self._long(timeout)
         if len(data) >= _DUMP_THRESHOLD and self._can_dump():
             path = os.path.join(self._scratch_dir(), "write.bin")
             with open(path, "wb") as f:

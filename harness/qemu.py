@@ -258,6 +258,17 @@ def _qemu_opt_value(s: str) -> str:
     return s.replace(",", ",,")
 
 
+def pid_alive(pid: int) -> bool:
+    """Whether process pid still exists (whoever owns it)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    return True
+
+
 def short_private_dir(kind: str = "qemu") -> Path:
     """A fresh private directory whose socket paths fit in sun_path, named
     pth-KIND-PID-XXXX. Those a killed run (SIGKILL: nothing could clean up)
@@ -271,7 +282,7 @@ def short_private_dir(kind: str = "qemu") -> Path:
             mine = old.stat().st_uid == os.getuid()
         except OSError:
             continue
-        if mine and pid.isdigit() and not Path(f"/proc/{pid}").exists():
+        if mine and pid.isdigit() and not pid_alive(int(pid)):
             shutil.rmtree(old, ignore_errors=True)
     return Path(tempfile.mkdtemp(prefix=f"pth-{kind}-{os.getpid()}-", dir=base))
 

@@ -60,6 +60,12 @@ def pa_of(va: int) -> int:
     return va - x86.PAGE_OFFSET
 
 
+def _structs(raw: bytes, fmt: str, fields: tuple[str, ...], n: int) -> list[dict]:
+    """n records of struct.pack format fmt, one after the other, as dicts."""
+    size = struct.calcsize(fmt)
+    return [dict(zip(fields, struct.unpack_from(fmt, raw, i * size))) for i in range(n)]
+
+
 def read(read_physical: ReadPhysical, symbols: dict[str, int]) -> dict:
     """Every record the guest's symbols make available, as plain JSON-able values."""
     def at(name: str, size: int, offset: int = 0) -> bytes:
@@ -83,25 +89,19 @@ def read(read_physical: ReadPhysical, symbols: dict[str, int]) -> dict:
         n = min(count, VIOLATIONS_MAX)
         raw = at("hyp_violations", n * VIOLATION_SIZE) if n else b""
         state["violation_count"] = count
-        state["violations"] = [dict(zip(VIOLATION_FIELDS,
-                                        struct.unpack_from("<IIQII", raw, i * VIOLATION_SIZE)))
-                               for i in range(n)]
+        state["violations"] = _structs(raw, "<IIQII", VIOLATION_FIELDS, n)
     if "pv_hook_log" in symbols and "pv_hook_log_len" in symbols:
         count = min(u32("pv_hook_log_len"), HOOK_LOG_MAX)
         raw = at("pv_hook_log", count * HOOK_ENTRY) if count else b""
         state["hook_log"] = [list(struct.unpack_from("<II", raw, i))
                              for i in range(0, len(raw), HOOK_ENTRY)]
     if "smp_cpu_records" in symbols:
-        size = 4 * len(CPU_FIELDS)
-        raw = at("smp_cpu_records", NR_CPUS * size)
-        state["cpus"] = [dict(zip(CPU_FIELDS, struct.unpack_from(f"<{len(CPU_FIELDS)}I", raw, i * size)))
-                         for i in range(NR_CPUS)]
+        raw = at("smp_cpu_records", NR_CPUS * 4 * len(CPU_FIELDS))
+        state["cpus"] = _structs(raw, f"<{len(CPU_FIELDS)}I", CPU_FIELDS, NR_CPUS)
     if "probe_records" in symbols and "probe_count" in symbols:
         n = min(state.get("probe_count", 0), PROBES_MAX)
-        size = 4 * len(PROBE_FIELDS)
-        raw = at("probe_records", n * size) if n else b""
-        state["probes"] = [dict(zip(PROBE_FIELDS, struct.unpack_from(f"<{len(PROBE_FIELDS)}I", raw, i * size)))
-                           for i in range(n)]
+        raw = at("probe_records", n * 4 * len(PROBE_FIELDS)) if n else b""
+        state["probes"] = _structs(raw, f"<{len(PROBE_FIELDS)}I", PROBE_FIELDS, n)
     if "pgd2_record" in symbols:
         raw = at("pgd2_record", PGD2_SIZE)
         rec = dict(zip(PGD2_FIELDS, struct.unpack_from(f"<{len(PGD2_FIELDS)}I", raw)))

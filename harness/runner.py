@@ -366,21 +366,11 @@ def _staging_dir(final: Path) -> Path:
     final.parent.mkdir(parents=True, exist_ok=True)
     for old in final.parent.glob(f".{final.name}.*.tmp"):
         pid = old.name.rsplit(".", 2)[-2].split("-")[0]
-        if pid.isdigit() and not _alive(int(pid)):   # left by a killed run
+        if pid.isdigit() and not qemu.pid_alive(int(pid)):   # left by a killed run
             shutil.rmtree(old, ignore_errors=True)
     path = final.with_name(f".{final.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
     path.mkdir()
     return path
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return True
 
 
 def _publish(staging: Path, final: Path) -> None:
@@ -649,7 +639,7 @@ def judge_work(s: Scenario, opt: RunOptions, image: elf.KernelImage, text_head: 
     pred, error = wpred if wpred is not None else predict_work(s, opt, image, before, after)
     if error:
         v.findings.append(checks.Finding("work", "model", "a prediction from paging_init_done", error))
-    v.findings += work.check_work(w.tables, w.swapper, w.physical, text_head, pred)
+    v.findings += work.check_work(w.tables, w.swapper, w.physical, text_head, after, pred)
     if s.pv == "xen" and pred is not None:
         v.findings += work.check_hypercalls(after.guest or {}, state, pred)
     v.ran.append("work")

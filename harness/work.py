@@ -26,7 +26,6 @@ from dataclasses import replace
 
 from . import checks, walker, x86
 from .checks import Finding
-from .records import hook_name
 from .model import WorkPrediction
 from .snapshot import Snapshot
 
@@ -34,8 +33,9 @@ CHECK = "work"
 
 
 def check_work(tables: Snapshot, swapper: Snapshot, physical: dict[str, str], text_bytes: bytes,
-               pred: WorkPrediction | None) -> list[Finding]:
+               after: Snapshot, pred: WorkPrediction | None) -> list[Finding]:
     """tables: the walk from CR3 at work_done; swapper: from swapper_pg_dir;
+    after: the snapshot at paging_init_done the work phase started from;
     physical: gdb's physical read of the late frames; text_bytes: the ELF's
     first 16 bytes of _text (what the late fixmap slot maps)."""
     out: list[Finding] = []
@@ -47,7 +47,7 @@ def check_work(tables: Snapshot, swapper: Snapshot, physical: dict[str, str], te
         out.append(Finding(CHECK, "record", f"CR3 on the second pagetable {rec['root_pa']:#x}",
                            f"CR3 {tables.cpu.cr3:#x}"))
     if pred is not None:
-        out += _against_model(tables, swapper, pred)
+        out += _against_model(tables, swapper, after, pred)
     out += check_shared_pte_pages(tables, swapper)
     out += check_zapped(tables, "the second pagetable") + check_zapped(swapper, "swapper_pg_dir")
     out += _late_entries(tables, swapper, rec, pred)
@@ -55,7 +55,8 @@ def check_work(tables: Snapshot, swapper: Snapshot, physical: dict[str, str], te
     return out
 
 
-def _against_model(tables: Snapshot, swapper: Snapshot, pred: WorkPrediction) -> list[Finding]:
+def _against_model(tables: Snapshot, swapper: Snapshot, after: Snapshot,
+                   pred: WorkPrediction) -> list[Finding]:
     out = []
     for name, snap, cpu in (("second pagetable", tables, pred.cpu),
                             ("swapper_pg_dir", swapper, pred.swapper_cpu)):
@@ -66,22 +67,9 @@ def _against_model(tables: Snapshot, swapper: Snapshot, pred: WorkPrediction) ->
         out += [replace(f, rule=f"model {name}") for f in
                 checks.compare_tables(CHECK, expected, cpu, snap.tables, snap.cpu)]
     # The work phase's allocations and hook calls, after pagetable_init's.
-    state = tables.guest or {}
-    start = pred.allocations[0] if pred.allocations else None
-    cursor = state.get("boot_alloc_cursor")
-    if start is not None and cursor is not None:
-        actual = list(range(start, cursor, x86.PAGE_SIZE))
-        if actual != pred.allocations:
-            out.append(Finding(CHECK, "model allocations",
-                               f"{len(pred.allocations)} pages from {start:#x}",
-                               f"{len(actual)} pages up to {cursor:#x}"))
-    hooks = [tuple(h) for h in state.get("hook_log") or []]
-    want = [tuple(h) for h in pred.hook_log]
-    if hooks != want:
-        i = next((i for i, (x, y) in enumerate(zip(want, hooks)) if x != y), min(len(want), len(hooks)))
-        out.append(Finding(CHECK, "model hook-log", f"{len(want)} calls; #{i}: {_hook(want, i)}",
-                           f"{len(hooks)} calls; #{i}: {_hook(hooks, i)}"))
-    return out
+    done = len((after.guest or {}).get("hook_log") or [])
+    return out + checks.check_progress(after, tables.guest or {}, pred.allocations,
+                                       pred.hook_log[done:], check=CHECK, rule_prefix="model ")
 
 
 def check_hypercalls(at_after: dict, at_work: dict, pred: WorkPrediction) -> list[Finding]:
@@ -92,10 +80,6 @@ def check_hypercalls(at_after: dict, at_work: dict, pred: WorkPrediction) -> lis
             out.append(Finding(CHECK, "hypercalls", f"{name} +{want} in the work phase",
                                f"+{at_work[name] - at_after[name]}"))
     return out
-
-
-def _hook(log, i) -> str:
-    return hook_name(log[i]) if i < len(log) else "(none)"
 
 
 def figures(tables: Snapshot, swapper: Snapshot) -> str:
