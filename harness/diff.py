@@ -6,9 +6,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .report import size_text
+from . import x86
 from .snapshot import Snapshot
 from .walker import Range
+from .x86 import size_text
 
 VA_END = 1 << 32
 
@@ -33,8 +34,7 @@ class Change:
 
 
 def _attrs(r: Range) -> str:
-    perm = "r" + ("w" if r.writable else "-") + ("x" if r.executable else "-")
-    return (f"{perm} {'user' if r.user else 'kern'}{' global' if r.global_ else ''} "
+    return (f"{x86.rwx(r.writable, r.executable)} {'user' if r.user else 'kern'}{' global' if r.global_ else ''} "
             f"{size_text(r.page_size)}-pages flags={r.flags:#x}")
 
 

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field
 
 from typing import TYPE_CHECKING
 
-from . import walker
+from . import walker, x86
+from .x86 import size_text
 
 if TYPE_CHECKING:  # the checks are loaded only where findings are shown: `walk` needs none
     from .checks import Finding, Verdict
@@ -120,18 +121,12 @@ def render(title: str, verdict: Verdict, *, reproduce: str = "", debug: str = ""
 # ------------------------------------------------------------------------------------
 # Address spaces for a person (ptharness walk, the gdb `pt` commands)
 # ------------------------------------------------------------------------------------
-def size_text(n: int) -> str:
-    """A byte count the way a person reads it: 4K, 2M, 1G, or hex."""
-    for unit, shift in (("G", 30), ("M", 20), ("K", 10)):
-        if n >= 1 << shift and n % (1 << shift) == 0:
-            return f"{n >> shift}{unit}"
-    return f"{n:#x}"
 
 
 def format_ranges(ranges: list[walker.Range]) -> list[str]:
     lines = [f"{'VA':<21} {'PA':<23} {'size':>6} {'page':>4} perm user global flags"]
     for r in ranges:
-        perm = "r" + ("w" if r.writable else "-") + ("x" if r.executable else "-")
+        perm = x86.rwx(r.writable, r.executable)
         lines.append(f"{r.va:08x}-{r.va + r.size - 1:08x}  {r.pa:09x}-{r.pa + r.size - 1:09x}"
                      f"  {size_text(r.size):>6} {size_text(r.page_size):>4} {perm}  "
                      f"{'u' if r.user else 's':<4} {'g' if r.global_ else '-':<6} {r.flags:#x}")
@@ -159,7 +154,7 @@ def format_va_walk(walk: walker.Walk, mem: walker.PhysMemory, va: int, *,
         leaf = next((lf for lf in _leaves_at(walk, va)), None)
         perms = ""
         if leaf is not None:
-            perms = (" r" + ("w" if leaf.writable else "-") + ("x" if leaf.executable else "-")
+            perms = (" " + x86.rwx(leaf.writable, leaf.executable)
                      + (" user" if leaf.user else " supervisor"))
         lines.append(f"  -> PA {steps[-1].pa:#x}{perms}")
     return lines

@@ -86,7 +86,7 @@ class Scenario:
 
     @property
     def memory_arg(self) -> str:
-        return f"{self.memory // GiB}G" if self.memory % GiB == 0 else f"{self.memory // MiB}M"
+        return x86.size_text(self.memory)
 
     @property
     def append(self) -> str:
@@ -209,8 +209,7 @@ def _id(pae: bool, pse: bool, pge: bool, nx: bool, memory: int, extra: str = "")
     parts = ["pae" if pae else "nopae", "pse" if pse else "nopse", "pge" if pge else "nopge"]
     if pae:
         parts.append("nx" if nx else "nonx")
-    mem = f"{memory // GiB}G" if memory % GiB == 0 else f"{memory // MiB}M"
-    parts.append(mem)
+    parts.append(x86.size_text(memory))
     if extra:
         parts.append(extra)
     return "-".join(parts)
@@ -288,7 +287,7 @@ def _build() -> dict[str, Scenario]:
         for memory in (16 * MiB, 128 * MiB, 896 * MiB, 1 * GiB, 3 * GiB):
             for nx in ((True, False) if pae else (False,)):
                 sid = f"xen-{'pae' if pae else 'nopae'}{'-nx' if nx else ('-nonx' if pae else '')}"
-                sid += f"-{memory // GiB}G" if memory % GiB == 0 else f"-{memory // MiB}M"
+                sid += f"-{x86.size_text(memory)}"
                 quick = memory in (128 * MiB, 896 * MiB) and (nx or not pae)
                 out.append(Scenario(id=sid, pae=pae, nx=nx, memory=memory, pv="xen",
                                     sets=frozenset({"quick", "full"} if quick else {"full"})))

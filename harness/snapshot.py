@@ -102,7 +102,7 @@ class Snapshot:
             "ranges": [
                 {"va": _hex(r.va), "pa": _hex(r.pa), "size": _hex(r.size),
                  "page_size": _hex(r.page_size), "flags": _hex(r.flags),
-                 "rwx": _perm(r), "user": r.user, "global": r.global_}
+                 "rwx": x86.rwx(r.writable, r.executable), "user": r.user, "global": r.global_}
                 for r in self.ranges
             ],
             "problems": [
@@ -165,6 +165,3 @@ class Snapshot:
         except SnapshotError as e:
             raise SnapshotError(f"{path}: {e}") from None
 
-
-def _perm(r: Range) -> str:
-    return "r" + ("w" if r.writable else "-") + ("x" if r.executable else "-")

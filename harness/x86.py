@@ -122,6 +122,19 @@ PAE = Geometry(
 )
 
 
+def size_text(n: int) -> str:
+    """A byte count the way a person reads it: 4K, 2M, 1G, or hex."""
+    for unit, shift in (("G", 30), ("M", 20), ("K", 10)):
+        if n >= 1 << shift and n % (1 << shift) == 0:
+            return f"{n >> shift}{unit}"
+    return f"{n:#x}"
+
+
+def rwx(writable: bool, executable: bool) -> str:
+    """Effective access as `ls` shows it: every present mapping is readable."""
+    return "r" + ("w" if writable else "-") + ("x" if executable else "-")
+
+
 def geometry(pae: bool) -> Geometry:
     return PAE if pae else TWO_LEVEL
 
