@@ -15,24 +15,43 @@ switched back after every read.
 """
 from __future__ import annotations
 
+import contextlib
+from typing import Iterator
+
 import gdb  # provided by gdb itself
 
-from . import elf, records, report, runner, scenarios, walker, x86
+from . import elf, records, report, runner, scenarios, walker
 from .snapshot import Snapshot
 
 
 class _Target:
-    """What the walker and harness.records need, on gdb's own inferior."""
+    """runner.Target on gdb's own inferior."""
+
+    def __init__(self):
+        self._physical = 0
 
     def read_virtual(self, addr: int, size: int) -> bytes:
         return bytes(gdb.selected_inferior().read_memory(addr, size))
 
-    def read_physical(self, addr: int, size: int) -> bytes:
-        gdb.execute("maint packet Qqemu.PhyMemMode:1", to_string=True)
+    @contextlib.contextmanager
+    def physical_mode(self) -> Iterator[None]:
+        """QEMU's Qqemu.PhyMemMode, always switched back; nested uses switch once."""
+        if not self._physical:
+            gdb.execute("maint packet Qqemu.PhyMemMode:1", to_string=True)
+        self._physical += 1
         try:
-            return bytes(gdb.selected_inferior().read_memory(addr, size))
+            yield
         finally:
-            gdb.execute("maint packet Qqemu.PhyMemMode:0", to_string=True)
+            self._physical -= 1
+            if not self._physical:
+                gdb.execute("maint packet Qqemu.PhyMemMode:0", to_string=True)
+
+    def read_physical(self, addr: int, size: int) -> bytes:
+        return self.read_physical_runs([(addr, size)])[0]
+
+    def read_physical_runs(self, runs: list[tuple[int, int]]) -> list[bytes]:
+        with self.physical_mode():
+            return [self.read_virtual(addr, size) for addr, size in runs]
 
     def registers(self, names: list[str]) -> dict[str, int]:
         out = {}
@@ -43,21 +62,9 @@ class _Target:
                 out[n] = 0  # a CPU without EFER
         return out
 
-
-class _Memory:
-    """walker.PhysMemory over gdb: adjacent table pages in one read."""
-
-    def __init__(self, target: _Target):
-        self.target = target
-
-    def read_pages(self, addrs: list[int]) -> dict[int, bytes]:
-        out: dict[int, bytes] = {}
-        pages = sorted(set(addrs))
-        for start, count in x86.page_runs(pages, 64):
-            data = self.target.read_physical(start, count * 0x1000)
-            for k in range(count):
-                out[start + k * 0x1000] = data[k * 0x1000:(k + 1) * 0x1000]
-        return out
+    def memory(self) -> walker.PagedMemory:
+        """A PhysMemory for the current stop."""
+        return walker.PagedMemory(self.read_physical_runs, max_pages=64)
 
 
 class _Session:
@@ -73,15 +80,8 @@ class _Session:
 
     def snapshot(self, label: str, cr3: int | None = None) -> tuple[Snapshot, walker.Walk]:
         """The tables now: from CR3, or from `cr3` with the CPU's other registers."""
-        regs = self.target.registers(["cr0", "cr3", "cr4", "efer", "eip"])
-        if cr3 is not None:
-            regs["cr3"] = cr3
-        cpu = walker.CpuState(cr0=regs["cr0"], cr3=regs["cr3"], cr4=regs["cr4"], efer=regs["efer"])
-        w = walker.walk(_Memory(self.target), cpu)
-        guest = records.read(self.target.read_physical, self.image.symbols)
-        snap = Snapshot.from_walk(w, label, registers=regs, guest=guest,
-                                  scenario=runner.scenario_dict(self.scenario))
-        return snap, w
+        return runner.take_snapshot(self.target, self.image, label, self.scenario,
+                                    memory=self.target.memory(), cr3=cr3)
 
     def pc(self) -> int:
         return self.target.registers(["eip"])["eip"]
@@ -185,7 +185,7 @@ class PtVa(gdb.Command):
         va = int(gdb.parse_and_eval(arg)) & 0xFFFFFFFF
         s = _session()
         _, w = s.snapshot("now", root)
-        print("\n".join(report.format_va_walk(w, _Memory(s.target), va)))
+        print("\n".join(report.format_va_walk(w, s.target.memory(), va)))
 
 
 class PtCpus(gdb.Command):
@@ -197,7 +197,7 @@ class PtCpus(gdb.Command):
 
     def invoke(self, arg, from_tty):
         s = _session()
-        state = records.read(s.target.read_physical, s.image.symbols)
+        state = runner.read_guest_state(s.target, s.image)
         recs = state.get("cpus") or []
         pgd2 = (state.get("pgd2") or {}).get("root_pa")
         current = gdb.selected_thread()

@@ -26,7 +26,7 @@ from typing import Callable, Iterator
 
 from pygdbmi.gdbmiparser import parse_response
 
-from . import x86
+from . import walker, x86
 from .qemu import short_private_dir, spawn, stop
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,7 @@ _TAIL_LINES = 30
 
 _F_SETPIPE_SZ = 1031  # Linux fcntl
 _DUMP_THRESHOLD = 32 * 1024  # bytes; smaller reads are quicker as one MI command
+_READ_METHODS = ("auto", "gdb", "pmemsave")  # how GdbMemory reads table pages
 # gdb's words for "the remote end went away".
 _TARGET_GONE_RE = re.compile(r"Remote connection closed|Remote communication error|"
                              r"The program is not being run|Connection reset by peer|"
@@ -690,11 +691,22 @@ class MiSession:
             self.command(f"-data-write-memory-bytes {addr:#x} {data.hex()}", timeout)
 
     def read_physical(self, addr: int, size: int) -> bytes:
-        if addr + size > 1 << 32:
-            raise MiError(f"physical {addr:#x}+{size:#x} is above 4 GiB: gdb's i386 "
-                          "addresses are 32-bit")
+        return self.read_physical_runs([(addr, size)], "gdb")[0]
+
+    def read_physical_runs(self, runs: list[tuple[int, int]], method: str = "auto") -> list[bytes]:
+        """The bytes of each (address, size) run of guest-physical memory, through
+        gdb's reads in one stretch of physical mode, or QEMU's pmemsave (method
+        as GdbMemory's)."""
+        for addr, size in runs:
+            if addr + size > 1 << 32:
+                raise MiError(f"physical {addr:#x}+{size:#x} is above 4 GiB: gdb's i386 "
+                              "addresses are 32-bit")
+        if not runs:
+            return []
+        if method == "pmemsave" or (method == "auto" and self.stub_shares_files()):
+            return [self.pmemsave(addr, size) for addr, size in runs]
         with self.physical_mode():
-            return self.read_memory(addr, size)
+            return [self.read_memory(addr, size) for addr, size in runs]
 
     def write_physical(self, addr: int, data: bytes) -> None:
         with self.physical_mode():
@@ -933,8 +945,8 @@ def relay_main(endpoint: str, listen_path: str) -> int:
                     pass
 
 
-class GdbMemory:
-    """walker.PhysMemory over an MI session: adjacent pages are read together.
+class GdbMemory(walker.PagedMemory):
+    """walker.PhysMemory over an MI session, for one stop (see PagedMemory).
 
     method "gdb": gdb's own memory reads in physical mode (any gdbstub;
     QEMU 7.2 answers at most 2 KiB per packet). "pmemsave": QEMU's monitor
@@ -943,36 +955,11 @@ class GdbMemory:
     """
 
     def __init__(self, session: MiSession, max_read: int = 1 << 22, method: str = "auto"):
-        if method not in ("auto", "gdb", "pmemsave"):
+        if method not in _READ_METHODS:
             raise ValueError(f"method {method!r} is not auto, gdb or pmemsave")
-        self.session = session
-        self.max_read = max_read
-        self.method = method
-        self.reads = 0  # reads done, for benchmarks
-
-    def read_pages(self, addrs: list[int]) -> dict[int, bytes]:
-        pages = sorted(set(addrs))
-        out: dict[int, bytes] = {}
-        if not pages:
-            return out
-        if pages[-1] + x86.PAGE_SIZE > 1 << 32:
-            raise MiError(f"table page at physical {pages[-1]:#x} is above 4 GiB: gdb's i386 "
-                          "addresses are 32-bit")
-        use_pmemsave = self.method == "pmemsave" or (
-            self.method == "auto" and self.session.stub_shares_files())
-        with contextlib.ExitStack() as stack:
-            if not use_pmemsave:
-                stack.enter_context(self.session.physical_mode())
-            for start, count in x86.page_runs(pages, self.max_read // x86.PAGE_SIZE):
-                size = count * x86.PAGE_SIZE
-                if use_pmemsave:
-                    data = self.session.pmemsave(start, size)
-                else:
-                    data = self.session.read_memory(start, size)
-                self.reads += 1
-                for i in range(count):
-                    out[start + i * x86.PAGE_SIZE] = data[i * x86.PAGE_SIZE:(i + 1) * x86.PAGE_SIZE]
-        return out
+        super().__init__(lambda runs: session.read_physical_runs(runs, method),
+                         max_read // x86.PAGE_SIZE)
+        self.session, self.method = session, method
 
 
 if __name__ == "__main__":

@@ -126,7 +126,7 @@ def expected_tlb_text(walk: Walk) -> str | None:
         return "PG disabled\r\n"
     pae = walk.cpu.pae
     out: list[str] = []
-    for va, _pa, count, size, entry, *_ in sorted(walk.leaves.runs, key=lambda r: r[0]):
+    for va, _pa, count, size, entry, *_ in sorted(walk.leaves.runs, key=lambda r: r.va):
         shown = entry if size != x86.PAGE_SIZE else entry & ~x86.PSE
         flags = "".join(c if shown & bit else "-" for bit, c in _TLB_FLAGS)
         mask = ~(size - 1) & (0xFFFFFFFFFFFFFFFF if pae else 0xFFFFFFFF)
@@ -181,7 +181,7 @@ def _compare_tlb(walk: Walk, tlb: dict[int, TlbEntry], spans) -> list[Disagreeme
 def _walker_perm_ranges(walk: Walk) -> list[MemRange]:
     """Leaves merged by VA contiguity and (user, writable), as `info mem` merges."""
     if isinstance(walk.leaves, Leaves):
-        pieces = [(r[0], r[0] + r[2] * r[3], r[6], r[5]) for r in walk.leaves.runs]
+        pieces = [(r.va, r.end, r.user, r.writable) for r in walk.leaves.runs]
     else:
         pieces = [(lf.va, lf.va + lf.size, lf.user, lf.writable) for lf in walk.leaves]
     pieces.sort()

@@ -151,23 +151,10 @@ def format_va_walk(walk: walker.Walk, mem: walker.PhysMemory, va: int, *,
         lines.append(f"  {s.level:<3} table {s.table:#x} [{s.index}] entry {s.entry:#x} "
                      f"at {s.entry_addr:#x}: {s.what}")
     if steps and steps[-1].pa is not None:
-        leaf = next((lf for lf in _leaves_at(walk, va)), None)
+        leaf = walker.leaf_at(walk.leaves, va)
         perms = ""
         if leaf is not None:
             perms = (" " + x86.rwx(leaf.writable, leaf.executable)
                      + (" user" if leaf.user else " supervisor"))
         lines.append(f"  -> PA {steps[-1].pa:#x}{perms}")
     return lines
-
-
-def _leaves_at(walk: walker.Walk, va: int):
-    runs = walk.leaves.runs if isinstance(walk.leaves, walker.Leaves) else None
-    if runs is None:
-        yield from (lf for lf in walk.leaves if lf.va <= va < lf.va + lf.size)
-        return
-    for r in runs:
-        if r[0] <= va < r[0] + r[2] * r[3]:
-            k = (va - r[0]) // r[3]
-            yield walker.Leaves._leaf(r, k)
-
-

@@ -15,6 +15,7 @@ import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import ContextManager, Protocol
 
 from . import (boot, checks, elf, fault, fixmap, gdbmi, model, oracle, probes, qemu, records, smp,
                walker, work, x86)
@@ -246,36 +247,40 @@ def model_config(s: Scenario, variant: str, ram_bytes: int) -> model.KernelConfi
 # ----------------------------------------------------------------------------------
 # Reading the machine
 # ----------------------------------------------------------------------------------
-def read_guest_state(gdb: gdbmi.MiSession, image: elf.KernelImage) -> dict:
+CPU_REGISTERS = ["cr0", "cr3", "cr4", "efer", "eip"]
+
+
+class Target(Protocol):
+    """A stopped guest as the snapshot needs it: an MI session, or gdb's own
+    inferior inside `ptharness debug` (gdb_commands)."""
+
+    def registers(self, names: list[str]) -> dict[str, int]: ...
+    def physical_mode(self) -> ContextManager[None]: ...
+    def read_physical(self, addr: int, size: int) -> bytes: ...
+    def read_physical_runs(self, runs: list[tuple[int, int]]) -> list[bytes]: ...
+
+
+def read_guest_state(target: Target, image: elf.KernelImage) -> dict:
     """The guest's records (harness/records.py), read through physical addresses."""
-    with gdb.physical_mode():
-        return records.read(gdb.read_memory, image.symbols)
+    with target.physical_mode():
+        return records.read(target.read_physical, image.symbols)
 
 
-class _SameStop:
-    """Page reads of one stop, each page fetched from the target once."""
-
-    def __init__(self, memory: gdbmi.GdbMemory):
-        self.memory, self.pages = memory, {}
-
-    def read_pages(self, addrs: list[int]) -> dict[int, bytes]:
-        missing = [a for a in addrs if a not in self.pages]
-        if missing:
-            self.pages.update(self.memory.read_pages(missing))
-        return {a: self.pages[a] for a in addrs}
-
-
-def take_snapshot(gdb: gdbmi.MiSession, image: elf.KernelImage, label: str, s: Scenario,
-                  provenance: dict, memory=None) -> tuple[Snapshot, walker.Walk]:
-    regs = gdb.registers(["cr0", "cr3", "cr4", "efer", "eip"])
+def take_snapshot(target: Target, image: elf.KernelImage, label: str, s: Scenario,
+                  provenance: dict | None = None, memory: walker.PhysMemory | None = None,
+                  cr3: int | None = None) -> tuple[Snapshot, walker.Walk]:
+    """The tables the CPU uses now (from CR3, or from root `cr3` with the CPU's
+    other registers), with the registers and the guest's records."""
+    regs = target.registers(CPU_REGISTERS)
+    if cr3 is not None:
+        regs["cr3"] = cr3
     cpu = walker.CpuState(cr0=regs["cr0"], cr3=regs["cr3"], cr4=regs["cr4"], efer=regs["efer"])
-    w = walker.walk(memory or gdbmi.GdbMemory(gdb), cpu)
-    snap = Snapshot.from_walk(w, label, registers=regs, provenance=provenance,
-                              scenario=scenario_dict(s), guest=read_guest_state(gdb, image))
+    w = walker.walk(memory or walker.PagedMemory(target.read_physical_runs), cpu)
+    snap = Snapshot.from_walk(w, label, registers=regs, provenance=provenance or {},
+                              scenario=scenario_dict(s), guest=read_guest_state(target, image))
     return snap, w
 
 
-CPU_REGISTERS = ["cr0", "cr3", "cr4", "efer", "eip"]
 # The contract's stop points, in the order a boot reaches them.
 STOP_POINTS = ("pagetable_init", "paging_init_done", "work_done", "guest_exit")
 
@@ -286,10 +291,10 @@ def take_work(gdb: gdbmi.MiSession, image: elf.KernelImage, s: Scenario,
     for t in gdb.threads():
         cpus.append({"thread": t["id"], "target": t.get("target-id", ""),
                      **gdb.registers(CPU_REGISTERS, thread=t["id"])})
-    memory = _SameStop(gdbmi.GdbMemory(gdb))
+    memory = gdbmi.GdbMemory(gdb)
     tables, w = take_snapshot(gdb, image, "work", s, provenance, memory)
     swapper_pa = records.pa_of(image.symbols["swapper_pg_dir"])
-    # Mostly the same kernel PTE pages again: read once for both walks.
+    # Mostly the same kernel PTE pages again: the memory reads each page once.
     sw = walker.walk(memory, replace(w.cpu, cr3=swapper_pa))
     swapper = Snapshot.from_walk(sw, "work-swapper", registers={**tables.registers, "cr3": swapper_pa},
                                  provenance=provenance, scenario=scenario_dict(s), guest=tables.guest)

@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import bisect
 from array import array
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from . import x86
 
@@ -21,6 +21,33 @@ class PhysMemory(Protocol):
         """Return the 4 KiB page at each page-aligned address. Implementations
         batch adjacent pages into as few reads as they can."""
         ...
+
+
+class PagedMemory:
+    """PhysMemory over a target's physical reads, for one stop of the target:
+    adjacent pages are read together (at most max_pages at once) and each page
+    is read once, so several walks of one stop share their reads.
+
+    read_runs(runs) returns the bytes of each (address, size) run; it may batch
+    them (one switch to physical mode, one monitor command each...)."""
+
+    def __init__(self, read_runs: Callable[[list[tuple[int, int]]], list[bytes]],
+                 max_pages: int = 1024):
+        self.read_runs, self.max_pages = read_runs, max_pages
+        self.pages: dict[int, bytes] = {}
+        self.reads = 0  # runs read from the target, for benchmarks
+
+    def read_pages(self, addrs: list[int]) -> dict[int, bytes]:
+        missing = sorted({a for a in addrs if a not in self.pages})
+        runs = list(x86.page_runs(missing, self.max_pages))
+        if runs:
+            datas = self.read_runs([(start, count * x86.PAGE_SIZE) for start, count in runs])
+            self.reads += len(runs)
+            for (start, count), data in zip(runs, datas):
+                for k in range(count):
+                    self.pages[start + k * x86.PAGE_SIZE] = \
+                        data[k * x86.PAGE_SIZE:(k + 1) * x86.PAGE_SIZE]
+        return {a: self.pages[a] for a in addrs}
 
 
 class ImageMemory:
@@ -79,7 +106,7 @@ class CpuState:
     @property
     def root(self) -> int:
         """Physical address of the root table: a PAE PDPT is 32-byte aligned."""
-        return self.cr3 & (0xFFFFFFE0 if self.pae else 0xFFFFF000)
+        return self.cr3 & x86.geometry(self.pae).root_mask
 
     @property
     def mode(self) -> str:
@@ -168,13 +195,34 @@ class Walk:
 # --------------------------------------------------------------------------------------
 # Leaves, stored as runs
 # --------------------------------------------------------------------------------------
-# A run is `count` consecutive leaves that differ only in their address: leaf k
-# maps va + k*size to pa + k*size through entry + k*size, stored at
-# entry_addr + k*entry_size.  A 896 MiB kernel mapping is a few hundred runs
-# instead of 229376 Leaf objects (1.5 us each to build): walk() stays fast and
-# Leaf objects are made only for whoever iterates.
-# (va, pa, count, size, entry, writable, user, executable, global_, entry_addr, entry_size)
-_Run = tuple
+class Run(NamedTuple):
+    """`count` consecutive leaves that differ only in their address: leaf k maps
+    va + k*size to pa + k*size through entry + k*size, stored at entry_addr +
+    k*entry_size. A 896 MiB kernel mapping is a few hundred runs instead of
+    229376 Leaf objects (1.5 us each to build): walk() stays fast and Leaf
+    objects are made only for whoever iterates."""
+
+    va: int
+    pa: int
+    count: int
+    size: int
+    entry: int
+    writable: bool
+    user: bool
+    executable: bool
+    global_: bool
+    entry_addr: int
+    entry_size: int
+
+    @property
+    def end(self) -> int:
+        return self.va + self.count * self.size
+
+    def leaf(self, k: int) -> Leaf:
+        off = k * self.size
+        return Leaf(self.va + off, self.pa + off, self.size, self.entry + off, self.writable,
+                    self.user, self.executable, self.global_,
+                    self.entry_addr + k * self.entry_size)
 
 
 class Leaves(Sequence):
@@ -182,23 +230,17 @@ class Leaves(Sequence):
 
     __slots__ = ("runs", "_starts", "_len")
 
-    def __init__(self, runs: list[_Run]):
+    def __init__(self, runs: list[Run]):
         self.runs = runs
         starts, n = [], 0
         for r in runs:
             starts.append(n)
-            n += r[2]
+            n += r.count
         self._starts = starts
         self._len = n
 
     def __len__(self) -> int:
         return self._len
-
-    @staticmethod
-    def _leaf(r: _Run, k: int) -> Leaf:
-        va, pa, _, size, entry, w, u, x, g, ea, es = r
-        off = k * size
-        return Leaf(va + off, pa + off, size, entry + off, w, u, x, g, ea + k * es)
 
     def __getitem__(self, i):
         if isinstance(i, slice):
@@ -208,13 +250,12 @@ class Leaves(Sequence):
         if not 0 <= i < self._len:
             raise IndexError("leaf index out of range")
         ri = bisect.bisect_right(self._starts, i) - 1
-        return self._leaf(self.runs[ri], i - self._starts[ri])
+        return self.runs[ri].leaf(i - self._starts[ri])
 
     def __iter__(self) -> Iterator[Leaf]:
-        mk = self._leaf
         for r in self.runs:
-            for k in range(r[2]):
-                yield mk(r, k)
+            for k in range(r.count):
+                yield r.leaf(k)
 
     def __eq__(self, other) -> bool:
         if not isinstance(other, Sequence) or len(other) != self._len:
@@ -225,18 +266,26 @@ class Leaves(Sequence):
         return f"<Leaves: {self._len} leaves in {len(self.runs)} runs>"
 
 
+def leaf_at(leaves: Sequence[Leaf], va: int) -> Leaf | None:
+    """The leaf that maps va, if any."""
+    if isinstance(leaves, Leaves):
+        return next((r.leaf((va - r.va) // r.size) for r in leaves.runs if r.va <= va < r.end),
+                    None)
+    return next((lf for lf in leaves if lf.va <= va < lf.va + lf.size), None)
+
+
 def leaf_flags(entry: int) -> int:
     """A leaf entry's attribute bits without the address and without A/D
     (the CPU sets those by itself)."""
-    return (entry & (0xFFF | x86.NX)) & ~x86.HW_MANAGED
+    return (entry & (x86.PAGE_SIZE - 1 | x86.NX)) & ~x86.HW_MANAGED
 
 
 def merge(leaves: Iterable[Leaf]) -> list[Range]:
     """Merge leaves into ranges of contiguous VA and PA with the same page size,
     leaf flags and effective permissions."""
     if isinstance(leaves, Leaves):
-        pieces = [(r[0], r[1], r[2] * r[3], r[3], leaf_flags(r[4]), r[5], r[6], r[7], r[8])
-                  for r in leaves.runs]
+        pieces = [(r.va, r.pa, r.count * r.size, r.size, leaf_flags(r.entry), r.writable, r.user,
+                   r.executable, r.global_) for r in leaves.runs]
     else:
         pieces = [(lf.va, lf.pa, lf.size, lf.size, leaf_flags(lf.entry), lf.writable, lf.user,
                    lf.executable, lf.global_) for lf in leaves]
@@ -256,36 +305,16 @@ def merge(leaves: Iterable[Leaf]) -> list[Range]:
 
 
 # --------------------------------------------------------------------------------------
-# The walk
+# The walk: one loop over the levels x86.Geometry describes
 # --------------------------------------------------------------------------------------
-_KIB4, _MIB2, _MIB4 = 0x1000, 0x200000, 0x400000
-_PAE_ADDR = 0x000FFFFFFFFFF000  # bits 51:12 (what is above MAXPHYADDR is reserved)
-# Reserved low bits of a PAE PDPT entry: 1-2 and 6-8. The SDM reserves bit 5
-# too, but QEMU's TCG sets it (as Accessed) in the PDPTE it walks and goes on
-# using the entry: the CPU under test does not fault on it, so neither do we.
-_PDPTE_RSVD_LOW = 0x1C6
-
-
 def pdpte_reserved_text(rsvd: int) -> str:
     """What reserved bits in a present PDPT entry do: the SDM and QEMU 7.2's TCG
     differ, and the walk follows what the emulated CPU really does."""
-    if rsvd & ~_PDPTE_RSVD_LOW:
+    if rsvd & ~x86.PDPTE_RSVD_LOW:
         return (f"reserved bits {rsvd:#x} set in a PDPT entry: the SDM has the load of CR3 "
                 "raise #GP; QEMU raises a reserved-bit #PF on every access through it")
     return (f"reserved bits {rsvd:#x} set in a PDPT entry: the SDM has the load of CR3 raise "
             "#GP; QEMU's TCG raises none and uses the entry (the walk follows it)")
-
-
-def _high_reserved(phys_bits: int) -> int:
-    """Address bits at or above MAXPHYADDR up to bit 62."""
-    return ((1 << 63) - 1) & ~((1 << phys_bits) - 1)
-
-
-def _pse36_reserved(phys_bits: int) -> int:
-    """Reserved bits of a 4 MiB PDE: bit 21, and bits 20:13 that would hold
-    physical address bits at or above MAXPHYADDR (PSE-36 gives bits 39:32)."""
-    m = min(max(phys_bits, 32), 40)
-    return 0x200000 | (0x1FE000 & ~((1 << (13 + m - 32)) - 1))
 
 
 def _entries(page: bytes, entry_size: int, offset: int = 0, count: int | None = None) -> list[int]:
@@ -303,33 +332,54 @@ def _nonzero(vals: list[int]) -> dict[int, int]:
     return {i: v for i, v in enumerate(vals) if v}
 
 
+class _Rules(NamedTuple):
+    """How the CPU reads a present entry of one level, worked out once per walk."""
+
+    large_ok: bool     # PS set makes the entry a leaf
+    rsvd_table: int    # reserved bits of an entry pointing to a table
+    rsvd_large: int    # reserved bits of a large-page entry
+    tolerated: int     # reserved bits the emulated CPU walks through
+
+    def judge(self, e: int) -> tuple[bool, int, bool]:
+        """(maps a large page, reserved bits set, the walk stops here)."""
+        large = self.large_ok and bool(e & x86.PSE)
+        rsvd = e & (self.rsvd_large if large else self.rsvd_table)
+        return large, rsvd, bool(rsvd & ~self.tolerated)
+
+
+def _rules(geo: x86.Geometry, level: x86.Level, cpu: CpuState, phys_bits: int) -> _Rules:
+    nxe = cpu.pae and cpu.nxe
+    return _Rules(level.large and (cpu.pse or not geo.large_needs_pse()),
+                  geo.reserved_mask(level.name, large=False, phys_bits=phys_bits, nxe=nxe),
+                  geo.reserved_mask(level.name, large=True, phys_bits=phys_bits, nxe=nxe),
+                  geo.tolerated(level.name))
+
+
+# A table still to decode: its address, the VA it starts at, its entries, and
+# the access its parents grant (R/W, U/S, X).
+_Pending = tuple[int, int, list[int], bool, bool, bool]
+
+
 class _Walker:
-    """One walk: the mode's rules, the output lists, reads one level at a time."""
+    """One walk: the mode's geometry, the output lists, reads one level at a time."""
 
     def __init__(self, mem: PhysMemory, cpu: CpuState, phys_bits: int):
         self.mem, self.cpu, self.phys_bits = mem, cpu, phys_bits
-        self.pae = cpu.pae
-        self.esize = 8 if self.pae else 4
+        self.geo = x86.geometry(cpu.pae)
+        self.esize = self.geo.entry_size
         self.tables: list[TablePage] = []
-        self.runs: list[_Run] = []
+        self.runs: list[Run] = []
         self.problems: list[Problem] = []
         self._seen: set[tuple[str, int]] = set()
         self.pge = cpu.pge
-        self.nxe = self.pae and cpu.nxe
-        if self.pae:
-            self.addr_mask = _PAE_ADDR
-            self.rsvd = _high_reserved(phys_bits) | (0 if self.nxe else x86.NX)
-        else:
-            self.addr_mask = 0xFFFFF000
-            self.rsvd = 0
+        self.nxe = cpu.pae and cpu.nxe
+        self.pte_rsvd = self.geo.reserved_mask("pte", large=False, phys_bits=phys_bits,
+                                               nxe=self.nxe)
 
     def table(self, level: str, phys: int, vals: list[int]) -> None:
         if (level, phys) not in self._seen:
             self._seen.add((level, phys))
             self.tables.append(TablePage(level, phys, _nonzero(vals)))
-
-    def problem(self, level: str, entry_addr: int, va: int, value: int, what: str) -> None:
-        self.problems.append(Problem(level, entry_addr, va, value, what))
 
     def read(self, addrs: Iterable[int]) -> dict[int, bytes]:
         return self.mem.read_pages(sorted(set(addrs)))
@@ -337,112 +387,85 @@ class _Walker:
     def leaf_run(self, va: int, entry: int, count: int, size: int, pa: int, entry_addr: int,
                  w: bool, u: bool, x: bool) -> None:
         """`count` leaves like `entry`, parent permissions w/u/x already ANDed in."""
-        self.runs.append((va, pa, count, size, entry, w and bool(entry & x86.RW),
-                          u and bool(entry & x86.USER),
-                          x and not (self.nxe and entry & x86.NX),
-                          self.pge and bool(entry & x86.GLOBAL), entry_addr, self.esize))
+        self.runs.append(Run(va, pa, count, size, entry, w and bool(entry & x86.RW),
+                             u and bool(entry & x86.USER),
+                             x and not (self.nxe and entry & x86.NX),
+                             self.pge and bool(entry & x86.GLOBAL), entry_addr, self.esize))
 
-    def pte_table(self, vals: list[int], table: int, base_va: int, w: bool, u: bool, x: bool,
-                  level: str = "pte") -> None:
+    def run(self) -> None:
+        geo, levels = self.geo, self.geo.walk_levels
+        root = self.cpu.cr3 & geo.root_mask
+        page = root & ~(x86.PAGE_SIZE - 1)
+        vals = _entries(self.read([page])[page], self.esize, root - page, levels[0].entries)
+        self.table(levels[0].name, root, vals)
+        pending: list[_Pending] = [(root, 0, vals, True, True, True)]
+        for level, child in zip(levels, levels[1:]):
+            children: list[tuple[int, int, bool, bool, bool]] = []
+            for table in pending:
+                self.directory(level, table, children)
+            pages = self.read(c[0] for c in children)
+            pending = []
+            for pa, va, w, u, x in children:
+                vals = _entries(pages[pa], self.esize)
+                self.table(child.name, pa, vals)
+                pending.append((pa, va, vals, w, u, x))
+        for table in pending:
+            self.pte_table(*table)
+
+    def directory(self, level: x86.Level, table: _Pending, children: list) -> None:
+        """The entries of one table above the last level: large pages become
+        leaves, the rest name the tables of the next level."""
+        geo, es = self.geo, self.esize
+        phys, base_va, vals, w, u, x = table
+        access = geo.grants_access(level.name)
+        rules = _rules(geo, level, self.cpu, self.phys_bits)
+        for i, e in enumerate(vals):
+            if not e & x86.PRESENT:
+                continue
+            va, addr = base_va + (i << level.shift), phys + i * es
+            large, rsvd, fatal = rules.judge(e)
+            if rsvd:
+                what = (pdpte_reserved_text(rsvd) if rules.tolerated else
+                        f"reserved bits {rsvd:#x} set in a {geo.entry_name(level.name, large)}")
+                self.problems.append(Problem(level.name, addr, va, e, what))
+                if fatal:
+                    continue
+            if large:
+                self.leaf_run(va, e, 1, level.span, geo.large_pa(e), addr, w, u, x)
+            elif access:
+                # PS is ignored when CR4.PSE=0: the entry points to a page table.
+                children.append((e & geo.addr_mask, va, w and bool(e & x86.RW),
+                                 u and bool(e & x86.USER), x and not (self.nxe and e & x86.NX)))
+            else:
+                children.append((e & geo.addr_mask, va, w, u, x))
+
+    def pte_table(self, table: int, base_va: int, vals: list[int], w: bool, u: bool,
+                  x: bool) -> None:
         """The leaves of one page table (4 KiB pages)."""
-        n, es, rsvd, mask = len(vals), self.esize, self.rsvd, self.addr_mask
+        n, es, rsvd, mask, step = len(vals), self.esize, self.pte_rsvd, self.geo.addr_mask, \
+            x86.SIZE_4K
         e0, last = vals[0], vals[-1]
         # Fast path: the whole table maps one contiguous range with one set of flags.
-        if (e0 & x86.PRESENT and last == e0 + (n - 1) * _KIB4 and not (e0 | last) & rsvd
-                and vals == list(range(e0, last + 1, _KIB4))):
-            self.leaf_run(base_va, e0, n, _KIB4, e0 & mask, table, w, u, x)
+        if (e0 & x86.PRESENT and last == e0 + (n - 1) * step and not (e0 | last) & rsvd
+                and vals == list(range(e0, last + 1, step))):
+            self.leaf_run(base_va, e0, n, step, e0 & mask, table, w, u, x)
             return
         start = prev = None
-        for j, e in enumerate(vals):
-            if start is not None and e == prev + _KIB4 and not e & rsvd:
+        for j, e in enumerate(vals + [0]):  # the 0 closes the last run
+            if start is not None and e == prev + step and not e & rsvd:
                 prev = e
                 continue
             if start is not None:
-                cnt = j - start
-                self.leaf_run(base_va + start * _KIB4, vals[start], cnt, _KIB4,
+                self.leaf_run(base_va + start * step, vals[start], j - start, step,
                               vals[start] & mask, table + start * es, w, u, x)
                 start = None
             if not e & x86.PRESENT:
                 continue
             if e & rsvd:
-                self.problem(level, table + j * es, base_va + j * _KIB4, e,
-                             f"reserved bits {e & rsvd:#x} set in a PTE")
+                self.problems.append(Problem("pte", table + j * es, base_va + j * step, e,
+                                             f"reserved bits {e & rsvd:#x} set in a PTE"))
                 continue
             start, prev = j, e
-        if start is not None:
-            self.leaf_run(base_va + start * _KIB4, vals[start], n - start, _KIB4,
-                          vals[start] & mask, table + start * es, w, u, x)
-
-    # -- 2-level ---------------------------------------------------------------------------
-    def walk_2level(self) -> None:
-        root = self.cpu.cr3 & 0xFFFFF000
-        pgd = _entries(self.read([root])[root], 4)
-        self.table("pgd", root, pgd)
-        pts: list[tuple[int, int]] = []
-        for i, e in enumerate(pgd):
-            if not e & x86.PRESENT:
-                continue
-            va = i << 22
-            if e & x86.PSE and self.cpu.pse:
-                rsvd = e & _pse36_reserved(self.phys_bits)
-                if rsvd:
-                    self.problem("pgd", root + 4 * i, va, e,
-                                 f"reserved bits {rsvd:#x} set in a 4 MiB PDE")
-                    continue
-                pa = (e & 0xFFC00000) | (((e >> 13) & 0xFF) << 32)
-                self.leaf_run(va, e, 1, _MIB4, pa, root + 4 * i, True, True, True)
-            else:
-                # PS is ignored when CR4.PSE=0: the entry points to a page table.
-                pts.append((i, e))
-        pages = self.read(e & 0xFFFFF000 for _, e in pts)
-        for i, e in pts:
-            pt = e & 0xFFFFF000
-            vals = _entries(pages[pt], 4)
-            self.table("pte", pt, vals)
-            self.pte_table(vals, pt, i << 22, bool(e & x86.RW), bool(e & x86.USER), True)
-
-    # -- PAE -------------------------------------------------------------------------------
-    def walk_pae(self) -> None:
-        pdpt = self.cpu.cr3 & 0xFFFFFFE0  # 32-byte aligned, not page aligned
-        page = self.read([pdpt & ~0xFFF])[pdpt & ~0xFFF]
-        slots = _entries(page, 8, pdpt & 0xFFF, 4)
-        self.table("pgd", pdpt, slots)
-        pdpte_rsvd = _PDPTE_RSVD_LOW | _high_reserved(self.phys_bits) | x86.NX
-        pds: list[tuple[int, int]] = []
-        for s, e in enumerate(slots):
-            if not e & x86.PRESENT:
-                continue
-            rsvd = e & pdpte_rsvd
-            if rsvd:
-                self.problem("pgd", pdpt + 8 * s, s << 30, e, pdpte_reserved_text(rsvd))
-                if rsvd & ~_PDPTE_RSVD_LOW:
-                    continue  # no translation through it, even under QEMU
-            pds.append((s, e & _PAE_ADDR))
-        pd_pages = self.read(pd for _, pd in pds)
-        pts: list[tuple[int, int, int]] = []
-        for s, pd in pds:
-            vals = _entries(pd_pages[pd], 8)
-            self.table("pmd", pd, vals)
-            for j, e in enumerate(vals):
-                if not e & x86.PRESENT:
-                    continue
-                va = (s << 30) | (j << 21)
-                rsvd = e & (self.rsvd | (0x1FE000 if e & x86.PSE else 0))
-                if rsvd:
-                    kind = "2 MiB PDE" if e & x86.PSE else "PDE"
-                    self.problem("pmd", pd + 8 * j, va, e, f"reserved bits {rsvd:#x} set in a {kind}")
-                    continue
-                if e & x86.PSE:
-                    self.leaf_run(va, e, 1, _MIB2, e & _PAE_ADDR & ~(_MIB2 - 1), pd + 8 * j,
-                                  True, True, True)
-                else:
-                    pts.append((va, e, e & _PAE_ADDR))
-        pt_pages = self.read(pt for _, _, pt in pts)
-        for va, e, pt in pts:
-            vals = _entries(pt_pages[pt], 8)
-            self.table("pte", pt, vals)
-            self.pte_table(vals, pt, va, bool(e & x86.RW), bool(e & x86.USER),
-                           not (self.nxe and e & x86.NX))
 
 
 def walk(mem: PhysMemory, cpu: CpuState, *, phys_bits: int = 36) -> Walk:
@@ -454,21 +477,15 @@ def walk(mem: PhysMemory, cpu: CpuState, *, phys_bits: int = 36) -> Walk:
     """
     w = _Walker(mem, cpu, phys_bits)
     if cpu.paging:
-        if cpu.pae:
-            w.walk_pae()
-        else:
-            w.walk_2level()
-    w.runs.sort(key=lambda r: r[0])
+        w.run()
+    w.runs.sort(key=lambda r: r.va)
     return Walk(cpu, w.tables, Leaves(w.runs), w.problems)
 
 
 def problem_span(problem: Problem, cpu: CpuState) -> int:
     """How many bytes of VA a rejected entry at `problem.level` leaves unmapped."""
-    if problem.level == "pte":
-        return _KIB4
-    if problem.level == "pmd":
-        return _MIB2
-    return 1 << 30 if cpu.pae else _MIB4
+    geo = x86.geometry(cpu.pae)
+    return next(lv.span for lv in geo.walk_levels if lv.name == problem.level)
 
 
 # --------------------------------------------------------------------------------------
@@ -493,82 +510,45 @@ class Step:
     pa: int | None = None
 
 
+def _read_entry(mem: PhysMemory, addr: int, size: int) -> int:
+    page = addr & ~(x86.PAGE_SIZE - 1)
+    off = addr - page
+    return int.from_bytes(mem.read_pages([page])[page][off:off + size], "little")
+
+
 def walk_va(mem: PhysMemory, cpu: CpuState, va: int, *, phys_bits: int = 36) -> list[Step]:
     """The walk of one virtual address, level by level (what `ptharness walk
     --va` shows). Effective permissions are those of walk()'s leaf for it."""
-    va &= 0xFFFFFFFF
+    va &= x86.VA_MASK
     if not cpu.paging:
         return []
-    steps: list[Step] = []
+    geo, steps = x86.geometry(cpu.pae), []
+    levels = geo.walk_levels
+    table = cpu.cr3 & geo.root_mask
+    for depth, level in enumerate(levels):
+        i = level.index(va)
+        addr = table + i * geo.entry_size
+        e = _read_entry(mem, addr, geo.entry_size)
 
-    def entry(table: int, index: int, size: int) -> int:
-        addr = table + index * size
-        page = mem.read_pages([addr & ~0xFFF])[addr & ~0xFFF]
-        return int.from_bytes(page[addr & 0xFFF:(addr & 0xFFF) + size], "little")
-
-    def leaf_text(size: int, e: int, pa: int) -> str:
-        unit = {_KIB4: "4 KiB", _MIB2: "2 MiB", _MIB4: "4 MiB"}[size]
-        return f"{unit} page at {pa & ~(size - 1):#x} flags {leaf_flags(e):#x}"
-
-    if not cpu.pae:
-        pgd = cpu.cr3 & 0xFFFFF000
-        i = va >> 22
-        e = entry(pgd, i, 4)
+        def step(what: str, pa: int | None = None) -> Step:
+            return Step(level.name, table, i, addr, e, what, pa)
         if not e & x86.PRESENT:
-            return [Step("pgd", pgd, i, pgd + 4 * i, e, "not present")]
-        if e & x86.PSE and cpu.pse:
-            rsvd = e & _pse36_reserved(phys_bits)
-            if rsvd:
-                return [Step("pgd", pgd, i, pgd + 4 * i, e, f"reserved bits {rsvd:#x} set")]
-            pa = (e & 0xFFC00000) | (((e >> 13) & 0xFF) << 32) | (va & (_MIB4 - 1))
-            return [Step("pgd", pgd, i, pgd + 4 * i, e, leaf_text(_MIB4, e, pa), pa)]
-        pt = e & 0xFFFFF000
-        ignored = " (PS ignored: CR4.PSE=0)" if e & x86.PSE else ""
-        steps.append(Step("pgd", pgd, i, pgd + 4 * i, e, f"page table at {pt:#x}{ignored}"))
-        j = (va >> 12) & 0x3FF
-        e = entry(pt, j, 4)
-        if not e & x86.PRESENT:
-            steps.append(Step("pte", pt, j, pt + 4 * j, e, "not present"))
-        else:
-            pa = (e & 0xFFFFF000) | (va & 0xFFF)
-            steps.append(Step("pte", pt, j, pt + 4 * j, e, leaf_text(_KIB4, e, pa), pa))
-        return steps
-
-    nxe = cpu.nxe
-    rsvd_common = _high_reserved(phys_bits) | (0 if nxe else x86.NX)
-    pdpt = cpu.cr3 & 0xFFFFFFE0
-    s = va >> 30
-    e = entry(pdpt, s, 8)
-    if not e & x86.PRESENT:
-        return [Step("pgd", pdpt, s, pdpt + 8 * s, e, "not present")]
-    rsvd = e & (_PDPTE_RSVD_LOW | _high_reserved(phys_bits) | x86.NX)
-    if rsvd & ~_PDPTE_RSVD_LOW:
-        return [Step("pgd", pdpt, s, pdpt + 8 * s, e, pdpte_reserved_text(rsvd))]
-    pd = e & _PAE_ADDR
-    note = f"; {pdpte_reserved_text(rsvd)}" if rsvd else ""
-    steps.append(Step("pgd", pdpt, s, pdpt + 8 * s, e, f"page directory at {pd:#x}{note}"))
-    j = (va >> 21) & 0x1FF
-    e = entry(pd, j, 8)
-    if not e & x86.PRESENT:
-        steps.append(Step("pmd", pd, j, pd + 8 * j, e, "not present"))
-        return steps
-    rsvd = e & (rsvd_common | (0x1FE000 if e & x86.PSE else 0))
-    if rsvd:
-        steps.append(Step("pmd", pd, j, pd + 8 * j, e, f"reserved bits {rsvd:#x} set"))
-        return steps
-    if e & x86.PSE:
-        pa = (e & _PAE_ADDR & ~(_MIB2 - 1)) | (va & (_MIB2 - 1))
-        steps.append(Step("pmd", pd, j, pd + 8 * j, e, leaf_text(_MIB2, e, pa), pa))
-        return steps
-    pt = e & _PAE_ADDR
-    steps.append(Step("pmd", pd, j, pd + 8 * j, e, f"page table at {pt:#x}"))
-    k = (va >> 12) & 0x1FF
-    e = entry(pt, k, 8)
-    if not e & x86.PRESENT:
-        steps.append(Step("pte", pt, k, pt + 8 * k, e, "not present"))
-    elif e & rsvd_common:
-        steps.append(Step("pte", pt, k, pt + 8 * k, e, f"reserved bits {e & rsvd_common:#x} set"))
-    else:
-        pa = (e & _PAE_ADDR) | (va & 0xFFF)
-        steps.append(Step("pte", pt, k, pt + 8 * k, e, leaf_text(_KIB4, e, pa), pa))
+            return steps + [step("not present")]
+        rules = _rules(geo, level, cpu, phys_bits)
+        large, rsvd, fatal = rules.judge(e)
+        if fatal:
+            return steps + [step(pdpte_reserved_text(rsvd) if rules.tolerated
+                                 else f"reserved bits {rsvd:#x} set")]
+        if large or depth == len(levels) - 1:
+            pa = (geo.large_pa(e) if large else e & geo.addr_mask) | (va & (level.span - 1))
+            return steps + [step(f"{x86.page_size_name(level.span)} page at "
+                                 f"{pa & ~(level.span - 1):#x} flags {leaf_flags(e):#x}", pa)]
+        child = e & geo.addr_mask
+        what = f"{levels[depth + 1].table_kind} at {child:#x}"
+        if level.large and e & x86.PSE:
+            what += " (PS ignored: CR4.PSE=0)"
+        if rsvd:
+            what += f"; {pdpte_reserved_text(rsvd)}"
+        steps.append(step(what))
+        table = child
     return steps
