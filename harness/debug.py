@@ -8,11 +8,15 @@ gdb and QEMU are gone when this returns.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import signal
 import sys
 import sysconfig
+import threading
 from pathlib import Path
+from typing import Iterator
 
 import pexpect
 
@@ -81,14 +85,13 @@ def debug(s: Scenario, opt: runner.RunOptions, at: str = "done", *,
     art = runner.artifacts_dir(s, opt) / "debug"
     art.mkdir(parents=True, exist_ok=True)
     machine = runner.machine_for(s, opt, kernel)
-    with qemu.QemuProcess(machine, art) as vm:
+    with qemu.QemuProcess(machine, art) as vm, contextlib.ExitStack() as stack:
         argv = gdb_argv(s, opt, at, kernel, vm.gdb_endpoint)
         parent = os.getpid()
         child = pexpect.spawn(argv[0], argv[1:], encoding="utf-8", timeout=60 * opt.timeout_factor,
                               preexec_fn=lambda: qemu._child_setup(parent))
         try:
-            size = shutil.get_terminal_size()
-            child.setwinsize(size.lines, size.columns)
+            stack.enter_context(_window_size_followed(child))
             stdout.write(f"ptharness debug: {s.id if scenarios.in_table(s) else s.spec} (guest {s.guest_variant(opt.variant)}); "
                          f"serial log {vm.serial_log}\n")
             stdout.flush()
@@ -105,5 +108,25 @@ def debug(s: Scenario, opt: runner.RunOptions, at: str = "done", *,
         except pexpect.EOF:
             pass
         finally:
+            stack.close()  # our SIGWINCH handler goes before gdb does
             child.close(force=True)
         return child.exitstatus if child.exitstatus is not None else 1
+
+
+@contextlib.contextmanager
+def _window_size_followed(child: pexpect.spawn) -> Iterator[None]:
+    """gdb's terminal gets our size now and after every resize (SIGWINCH), so
+    its output wraps where the user's terminal does."""
+    def resize(*_):
+        size = shutil.get_terminal_size()
+        if not child.closed:
+            child.setwinsize(size.lines, size.columns)
+    resize()
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers belong to the main thread
+        return
+    previous = signal.signal(signal.SIGWINCH, resize)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGWINCH, previous)

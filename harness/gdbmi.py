@@ -9,14 +9,12 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import ctypes
 import fcntl
 import logging
 import os
 import re
 import select
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -27,7 +25,7 @@ from typing import Callable, Iterator
 from pygdbmi.gdbmiparser import parse_response
 
 from . import walker, x86
-from .qemu import short_private_dir, spawn, stop
+from .qemu import die_with_parent, short_private_dir, spawn, stop
 
 log = logging.getLogger(__name__)
 
@@ -884,10 +882,7 @@ def relay_main(endpoint: str, listen_path: str) -> int:
     received byte, 3 ms per 4 KiB packet.
     Prints "ready" once connected to the stub, or the reason it could not.
     """
-    try:
-        ctypes.CDLL(None).prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+    die_with_parent()
     try:
         stub = _open_stub_socket(endpoint)
     except OSError as e:

@@ -8,7 +8,6 @@ and the walker are Python and would otherwise queue on the GIL.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import multiprocessing
 import os
@@ -20,19 +19,13 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from pathlib import Path
 from typing import Callable
 
-from .qemu import Terminated
+from .qemu import Terminated, die_with_parent
 from .runner import Result, RunOptions, run
 from .scenarios import Scenario
 
-_PR_SET_PDEATHSIG = 1
-
-
 def worker_init() -> None:
     """A worker dies (SIGTERM: its QEMU and gdb go with it) when the parent does."""
-    try:
-        ctypes.CDLL(None).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    except OSError:
-        pass
+    die_with_parent(signal.SIGTERM)
 
 
 def default_jobs() -> int:

@@ -87,13 +87,18 @@ _children_lock = threading.Lock()
 _hooks_installed = False
 
 
+def die_with_parent(sig: int = signal.SIGKILL) -> None:
+    """Have the kernel send `sig` to this process when its parent dies
+    (PR_SET_PDEATHSIG): children, pool workers and the relay all use it."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, sig, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass  # not Linux: the process groups and the exit hooks still stop them
+
+
 def _child_setup(parent_pid: int) -> None:
     """Runs in the child between fork and exec: die with the parent."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-    except OSError:
-        pass
+    die_with_parent()
     # The parent may have died before prctl took effect.
     if os.getppid() != parent_pid:
         os._exit(1)

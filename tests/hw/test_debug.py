@@ -184,3 +184,28 @@ def test_debug_opens_a_scenario_given_by_its_spec(tmp_path):
     finally:
         child.close(force=True)
     assert child.exitstatus == 0
+
+
+def test_debug_passes_terminal_resizes_on_to_gdb(tmp_path):
+    """gdb learns the terminal's size at start and after a resize (SIGWINCH), so
+    its output wraps where the user's terminal does."""
+    child = spawn([BIN / "ptharness", "debug", "nopae-pse-pge-128M", "--artifacts",
+                   tmp_path / "art"], ROOT)
+    try:
+        child.expect(PROMPT)
+        child.sendline("show width")
+        child.expect(r"characters gdb thinks are in a line is (\d+)")
+        # readline keeps the last column free where the terminal wraps by itself
+        spare = 200 - int(child.match.group(1))
+        assert spare in (0, 1)
+        child.expect(PROMPT)
+        child.setwinsize(40, 117)  # the user's terminal shrinks: SIGWINCH to ptharness
+        child.sendline("show width")
+        child.expect(r"characters gdb thinks are in a line is (\d+)")
+        assert int(child.match.group(1)) == 117 - spare
+        child.expect(PROMPT)
+        child.sendline("quit")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
+    assert child.exitstatus == 0
