@@ -88,10 +88,12 @@ def debug(s: Scenario, opt: runner.RunOptions, at: str = "done", *,
     with qemu.QemuProcess(machine, art) as vm, contextlib.ExitStack() as stack:
         argv = gdb_argv(s, opt, at, kernel, vm.gdb_endpoint)
         parent = os.getpid()
+        size = _terminal_size(stdin)  # set before gdb starts, which reads it once
         child = pexpect.spawn(argv[0], argv[1:], encoding="utf-8", timeout=60 * opt.timeout_factor,
+                              dimensions=(size.lines, size.columns),
                               preexec_fn=lambda: qemu._child_setup(parent))
         try:
-            stack.enter_context(_window_size_followed(child))
+            stack.enter_context(_window_size_followed(child, stdin))
             stdout.write(f"ptharness debug: {s.id if scenarios.in_table(s) else s.spec} (guest {s.guest_variant(opt.variant)}); "
                          f"serial log {vm.serial_log}\n")
             stdout.flush()
@@ -114,14 +116,13 @@ def debug(s: Scenario, opt: runner.RunOptions, at: str = "done", *,
 
 
 @contextlib.contextmanager
-def _window_size_followed(child: pexpect.spawn) -> Iterator[None]:
-    """gdb's terminal gets our size now and after every resize (SIGWINCH), so
-    its output wraps where the user's terminal does."""
+def _window_size_followed(child: pexpect.spawn, tty) -> Iterator[None]:
+    """gdb's terminal follows every resize of ours (SIGWINCH), so its output
+    wraps where the user's terminal does."""
     def resize(*_):
-        size = shutil.get_terminal_size()
+        size = _terminal_size(tty)
         if not child.closed:
             child.setwinsize(size.lines, size.columns)
-    resize()
     if threading.current_thread() is not threading.main_thread():
         yield  # signal handlers belong to the main thread
         return
@@ -130,3 +131,12 @@ def _window_size_followed(child: pexpect.spawn) -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGWINCH, previous)
+
+
+def _terminal_size(tty) -> os.terminal_size:
+    """The size of the user's terminal itself (not $COLUMNS, which a parent
+    such as pytest may have set for its own output)."""
+    try:
+        return os.get_terminal_size(tty.fileno())
+    except (OSError, ValueError, AttributeError):
+        return shutil.get_terminal_size()

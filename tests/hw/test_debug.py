@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pexpect
@@ -200,10 +201,18 @@ def test_debug_passes_terminal_resizes_on_to_gdb(tmp_path):
         assert spare in (0, 1)
         child.expect(PROMPT)
         child.setwinsize(40, 117)  # the user's terminal shrinks: SIGWINCH to ptharness
-        child.sendline("show width")
-        child.expect(r"characters gdb thinks are in a line is (\d+)")
-        assert int(child.match.group(1)) == 117 - spare
-        child.expect(PROMPT)
+        # Both signals are handled asynchronously (ours, then gdb's): ask again
+        # until gdb has caught up, for at most a few seconds.
+        widths = []
+        for _ in range(20):
+            child.sendline("show width")
+            child.expect(r"characters gdb thinks are in a line is (\d+)")
+            widths.append(int(child.match.group(1)))
+            child.expect(PROMPT)
+            if widths[-1] != 200 - spare:
+                break
+            time.sleep(0.2)
+        assert widths[-1] == 117 - spare, widths
         child.sendline("quit")
         child.expect(pexpect.EOF)
     finally:
