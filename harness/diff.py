@@ -6,12 +6,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import x86
+from . import walker, x86
 from .snapshot import Snapshot
 from .walker import Range
 from .x86 import size_text
-
-VA_END = 1 << 32
 
 
 @dataclass(frozen=True)
@@ -38,6 +36,10 @@ def _attrs(r: Range) -> str:
             f"{size_text(r.page_size)}-pages flags={r.flags:#x}")
 
 
+def _span(r: Range) -> tuple[int, int]:
+    return r.va, r.va + r.size
+
+
 def _same(a: Range, b: Range, va: int) -> bool:
     return (a.pa + (va - a.va) == b.pa + (va - b.va) and a.page_size == b.page_size
             and a.flags == b.flags and a.writable == b.writable and a.user == b.user
@@ -46,24 +48,8 @@ def _same(a: Range, b: Range, va: int) -> bool:
 
 def range_changes(old: list[Range], new: list[Range]) -> list[Change]:
     """Sweep both range lists over their common breakpoints."""
-    points = sorted({0, VA_END} | {r.va for r in old + new} | {r.va + r.size for r in old + new})
-    old_s = sorted(old, key=lambda r: r.va)
-    new_s = sorted(new, key=lambda r: r.va)
-
-    def finder(rs):
-        i = 0
-
-        def at(va):
-            nonlocal i
-            while i < len(rs) and rs[i].va + rs[i].size <= va:
-                i += 1
-            return rs[i] if i < len(rs) and rs[i].va <= va else None
-        return at
-
-    at_old, at_new = finder(old_s), finder(new_s)
     out: list[Change] = []
-    for lo, hi in zip(points, points[1:]):
-        a, b = at_old(lo), at_new(lo)
+    for lo, hi, a, b in walker.sweep(old, new, _span, _span):
         if a is None and b is None:
             continue
         if a is None:

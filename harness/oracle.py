@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from . import x86
+from . import walker, x86
 from .walker import Leaf, Leaves, Walk, problem_span
 
 _TLB_RE = re.compile(r"^([0-9a-f]+): ([0-9a-f]+) ([X-])([G-])([P-])([D-])([A-])([C-])([T-])([U-])([W-])$")
@@ -200,31 +200,18 @@ def _describe(r: MemRange | None) -> str:
     return ("user" if r.user else "supervisor") + (" read-write" if r.writable else " read-only")
 
 
+def _mem_span(r: MemRange) -> tuple[int, int]:
+    return r.start, r.end
+
+
 def _compare_mem(walk: Walk, mem: list[MemRange], spans) -> list[Disagreement]:
     """Sweep both range lists over their boundaries; report each VA stretch
     where the effective permissions differ (problem spans excluded)."""
-    mine = _walker_perm_ranges(walk)
-    points = {0, 1 << 32}
-    for r in mine + mem:
-        points.update((r.start, r.end))
-    for a, b in spans:
-        points.update((a, b))
-    points = sorted(p for p in points if 0 <= p <= 1 << 32)
-
-    def lookup(ranges: list[MemRange], va: int, idx: list[int]) -> MemRange | None:
-        while idx[0] < len(ranges) and ranges[idx[0]].end <= va:
-            idx[0] += 1
-        if idx[0] < len(ranges) and ranges[idx[0]].start <= va:
-            return ranges[idx[0]]
-        return None
-
     out: list[Disagreement] = []
-    im, iq = [0], [0]
-    for a, b in zip(points, points[1:]):
+    cuts = [va for span in spans for va in span]
+    for a, b, w, q in walker.sweep(_walker_perm_ranges(walk), mem, _mem_span, _mem_span, cuts):
         if _inside(a, spans):
             continue
-        w = lookup(mine, a, im)
-        q = lookup(mem, a, iq)
         wk = None if w is None else (w.user, w.writable)
         qk = None if q is None else (q.user, q.writable)
         if wk != qk:

@@ -9,9 +9,13 @@ import bisect
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple, Protocol
+from typing import NamedTuple, Protocol, TypeVar
 
 from . import x86
+
+
+T = TypeVar("T")
+U = TypeVar("U")
 
 
 class PhysMemory(Protocol):
@@ -302,6 +306,30 @@ def merge(leaves: Iterable[Leaf]) -> list[Range]:
         va, pa, size, *attrs = p
     out.append(Range(va, pa, size, *attrs))
     return out
+
+
+def sweep(a: Sequence[T], b: Sequence[U], span_a: Callable[[T], tuple[int, int]],
+          span_b: Callable[[U], tuple[int, int]], points: Iterable[int] = ()
+          ) -> Iterator[tuple[int, int, T | None, U | None]]:
+    """Two lists of disjoint VA intervals, walked together over every boundary
+    of either (and `points`) from 0 to 4 GiB: each stretch [lo, hi) with the
+    item of each list that covers it, or None. What the diff of two snapshots
+    and the oracle's `info mem` comparison are made of."""
+    a = sorted(a, key=lambda r: span_a(r)[0])
+    b = sorted(b, key=lambda r: span_b(r)[0])
+    cuts = {0, x86.VA_MASK + 1, *points}
+    for items, span in ((a, span_a), (b, span_b)):
+        for r in items:
+            cuts.update(span(r))
+    cuts = sorted(c for c in cuts if 0 <= c <= x86.VA_MASK + 1)
+    ia = ib = 0
+    for lo, hi in zip(cuts, cuts[1:]):
+        while ia < len(a) and span_a(a[ia])[1] <= lo:
+            ia += 1
+        while ib < len(b) and span_b(b[ib])[1] <= lo:
+            ib += 1
+        yield (lo, hi, a[ia] if ia < len(a) and span_a(a[ia])[0] <= lo else None,
+               b[ib] if ib < len(b) and span_b(b[ib])[0] <= lo else None)
 
 
 # --------------------------------------------------------------------------------------
