@@ -295,6 +295,16 @@ class MiSession:
                               f"last lines of the session:\n{self.transcript_tail()}")
             buf += data
 
+    def _why_gone(self) -> str:
+        """gdb saw the stub's socket close: the watch names why (a dying QEMU
+        closes its sockets a moment before it can be reaped)."""
+        for _ in range(10):
+            why = self.watch() if self.watch else None
+            if why or not self.watch:
+                return why or "the gdbstub went away"
+            time.sleep(0.05)
+        return "the gdbstub went away"
+
     def _next_record(self, deadline: float, waiting_for: str) -> dict | None:
         """The next parsed record; None for a prompt line."""
         line = self._next_line(deadline, waiting_for)
@@ -344,7 +354,7 @@ class MiSession:
                 if rec["message"] == "error":
                     msg = (rec.get("payload") or {}).get("msg", "")
                     if _TARGET_GONE_RE.search(msg) or _TARGET_GONE_RE.search("".join(streams)):
-                        raise TargetGone(f"the gdbstub went away during `{mi}`: {msg.strip()}")
+                        raise TargetGone(f"{self._why_gone()} during `{mi}`: {msg.strip()}")
                     raise GdbError(mi, msg)
                 return rec, streams
             if t in ("console", "target", "log", "output"):

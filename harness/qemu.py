@@ -389,6 +389,14 @@ class QemuProcess:
         return status
 
     @property
+    def killed_by(self) -> str | None:
+        """The signal that ended QEMU (not the guest's exit device, not our timeout)."""
+        rc = None if self._proc is None else self._proc.returncode
+        if rc is None or rc >= 0 or self.timed_out:
+            return None
+        return signal.Signals(-rc).name
+
+    @property
     def exit_status(self) -> int | None:
         if self._proc is None or self._proc.returncode is None:
             return None

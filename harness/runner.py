@@ -521,6 +521,10 @@ def _boot(s: Scenario, opt: RunOptions, machine: qemu.Machine, image: elf.Kernel
         t = time.monotonic()
         ev.exit_status = vm.wait(timeout=20 * tf)
         timings["exit"] = time.monotonic() - t
+        if vm.killed_by:
+            # Someone else's signal, not the guest's exit: nothing to judge.
+            raise qemu.QemuGone(f"QEMU (pid {vm.pid}) was killed by {vm.killed_by} "
+                                "during the guest's run (gdb's continue)")
     ev.serial = _read(art / "serial.log")
 
 
