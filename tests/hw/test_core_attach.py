@@ -128,5 +128,5 @@ def test_walk_json_to_stdout_is_a_snapshot(stub_elf, tmp_path):
                              timeout=120)
     assert res.returncode == 0, res.stderr
     doc = json.loads(res.stdout)
-    assert (doc["format"], doc["version"], doc["label"]) == ("ptharness-snapshot", 1, "walk")
+    assert (doc["format"], doc["version"], doc["label"]) == ("ptharness-snapshot", 2, "walk")
     assert "paging is off" in res.stderr
