@@ -25,6 +25,7 @@ import time
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Callable
 
 from hypothesis import HealthCheck, Phase, example, given, settings, strategies as st
 from hypothesis import seed as hypothesis_seed
@@ -180,6 +181,19 @@ def _failure_type(sig: tuple[str, ...]) -> type:
 _COUNTERS = None
 
 
+def _round(check: Callable[[Scenario], None], pv: str, build: str, replay: list[Scenario],
+           seed: int) -> Callable[[], None]:
+    """One Hypothesis test of ROUND examples (the replayed failures first)."""
+    test = given(generated_scenarios(pv, build))(check)
+    for s in replay:
+        test = example(s)(test)
+    test = settings(max_examples=ROUND, deadline=None, database=None, derandomize=False,
+                    phases=(Phase.explicit, Phase.generate, Phase.shrink),
+                    suppress_health_check=list(HealthCheck), report_multiple_bugs=True,
+                    print_blob=False)(test)
+    return hypothesis_seed(seed)(test)
+
+
 def search(seed: int, deadline: float, opt: RunOptions, pv: str, build: str,
            replay: list[Scenario]) -> WorkerResult:
     """Rounds of Hypothesis examples until the deadline; each failure shrunk."""
@@ -214,14 +228,7 @@ def search(seed: int, deadline: float, opt: RunOptions, pv: str, build: str,
 
     n = 0
     while n == 0 or time.monotonic() < deadline:  # the first round (the replay) always
-        test = given(generated_scenarios(pv, build))(check)
-        for s in replay if n == 0 else ():  # last run's failures first
-            test = example(s)(test)
-        test = settings(max_examples=ROUND, deadline=None, database=None, derandomize=False,
-                        phases=(Phase.explicit, Phase.generate, Phase.shrink),
-                        suppress_health_check=list(HealthCheck), report_multiple_bugs=True,
-                        print_blob=False)(test)
-        test = hypothesis_seed(seed * 1000 + n)(test)
+        test = _round(check, pv, build, replay if n == 0 else [], seed * 1000 + n)
         last.clear()
         try:
             test()

@@ -877,21 +877,18 @@ def _drop_acks(data: bytes, state: list[int]) -> bytes:
     return bytes(out)
 
 
+# Why a relay: QEMU 7.2's gdbstub has no no-ack mode, so gdb acks every packet
+# with a one-byte write. While QEMU runs a monitor command it does not read its
+# socket; on a unix socket each of those writes holds ~770 bytes of gdb's 208 KiB
+# send buffer, so after 277 output lines gdb blocks on an ack, stops reading, and
+# QEMU blocks on its output: `monitor info tlb` of a kernel mapping hangs for
+# ever. QEMU ignores acks outside user mode, so the relay drops them. It listens
+# on a unix socket rather than being gdb's `target remote | command`: gdb polls a
+# pipe command's stderr once per received byte, 3 ms per 4 KiB packet.
 def relay_main(endpoint: str, listen_path: str) -> int:
     """`python -m harness.gdbmi --relay ENDPOINT LISTEN_PATH`: gdb's gdbstub
-    connection, passed through with gdb's acks dropped.
-
-    QEMU 7.2's gdbstub has no no-ack mode, so gdb acks every packet with a
-    one-byte write. While QEMU runs a monitor command it does not read its
-    socket; on a unix socket each of those writes holds ~770 bytes of gdb's
-    208 KiB send buffer, so after 277 output lines gdb blocks on an ack, stops
-    reading, and QEMU blocks on its output: `monitor info tlb` of a kernel
-    mapping hangs for ever. QEMU ignores acks outside user mode, so the relay
-    drops them. It listens on a unix socket rather than being gdb's
-    `target remote | command`: gdb polls a pipe command's stderr once per
-    received byte, 3 ms per 4 KiB packet.
-    Prints "ready" once connected to the stub, or the reason it could not.
-    """
+    connection, passed through with gdb's acks dropped. Prints "ready" once
+    connected to the stub, or the reason it could not."""
     die_with_parent()
     try:
         stub = _open_stub_socket(endpoint)
@@ -906,8 +903,13 @@ def relay_main(endpoint: str, listen_path: str) -> int:
     server.close()
     with contextlib.suppress(OSError):
         os.unlink(listen_path)
-    # Never block on one side while the other waits: both sides are always
-    # read, and what cannot be written yet is queued.
+    return _relay(gdb, stub, endpoint)
+
+
+def _relay(gdb: socket.socket, stub: socket.socket, endpoint: str) -> int:
+    """Pass bytes both ways until one side closes. Never block on one side while
+    the other waits: both sides are always read, and what cannot be written yet
+    is queued. The stub's first answer is checked to be the gdb protocol."""
     gdb.setblocking(False)
     stub.setblocking(False)
     state = [0]
@@ -916,7 +918,7 @@ def relay_main(endpoint: str, listen_path: str) -> int:
     first_answer = True
     asked_at = None  # when gdb's first packet went to the stub
     while True:
-        r, w, _ = select.select([gdb, stub], [s for s in (gdb, stub) if queue[s]], [],
+        r, _, _ = select.select([gdb, stub], [s for s in (gdb, stub) if queue[s]], [],
                                 0.5 if first_answer else None)
         if first_answer and asked_at is not None and not r and time.monotonic() - asked_at > 3:
             print(f"{endpoint} did not answer gdb's first packet within 3s: not a gdbstub "

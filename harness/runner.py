@@ -491,32 +491,7 @@ def _boot(s: Scenario, opt: RunOptions, machine: qemu.Machine, image: elf.Kernel
                 if where is None:
                     raise HarnessError(f"guest stopped where the contract has no stop: {stop}")
                 t = time.monotonic()
-                if where == "exit":
-                    # The last look before the guest leaves: its hook log and the
-                    # hypervisor's record as they ended, whatever the path.
-                    ev.exit_state = read_guest_state(gdb, image)
-                    (art / "exit-state.json").write_text(json.dumps(ev.exit_state, indent=1) + "\n")
-                elif where == "work":
-                    ev.work = take_work(gdb, image, s, prov)
-                    ev.saved += [background.submit(ev.work.tables.save, art / "work.json"),
-                                 background.submit(ev.work.swapper.save,
-                                                   art / "work-swapper.json")]
-                    (art / "work-machine.json").write_text(json.dumps(
-                        {"cpus": ev.work.cpus, "physical": ev.work.physical}, indent=1) + "\n")
-                elif where == "before":
-                    ev.before, _ = take_snapshot(gdb, image, where, s, prov)
-                    ev.prediction = background.submit(predict, s, opt, image, ev.before)
-                    ev.saved.append(background.submit(ev.before.save, art / "before.json"))
-                else:
-                    ev.after, ev.after_walk = take_snapshot(gdb, image, where, s, prov)
-                    ev.work_prediction = background.submit(predict_work, s, opt, image, ev.before,
-                                                           ev.after)
-                    ev.saved.append(background.submit(ev.after.save, art / "after.json"))
-                    ev.text = text_regions(gdb, image)
-                    if opt.oracle:
-                        # QEMU's own view, through QMP (the same monitor text as
-                        # gdb's `monitor`, without its per-line packets).
-                        ev.tlb, ev.mem = vm.hmp("info tlb", 60 * tf), vm.hmp("info mem", 60 * tf)
+                _collect(where, s, opt, image, gdb, vm, art, prov, ev, background)
                 timings[f"at_{where}"] = time.monotonic() - t
         t = time.monotonic()
         ev.exit_status = vm.wait(timeout=20 * tf)
@@ -526,6 +501,37 @@ def _boot(s: Scenario, opt: RunOptions, machine: qemu.Machine, image: elf.Kernel
             raise qemu.QemuGone(f"QEMU (pid {vm.pid}) was killed by {vm.killed_by} "
                                 "during the guest's run (gdb's continue)")
     ev.serial = _read(art / "serial.log")
+
+
+def _collect(where: str, s: Scenario, opt: RunOptions, image: elf.KernelImage,
+             gdb: gdbmi.MiSession, vm: qemu.QemuProcess, art: Path, prov: dict, ev: Evidence,
+             background: ThreadPoolExecutor) -> None:
+    """What one stop point yields (docs/guest-contract.md "Stop points")."""
+    tf = opt.timeout_factor
+    if where == "exit":
+        # The last look before the guest leaves: its hook log and the
+        # hypervisor's record as they ended, whatever the path.
+        ev.exit_state = read_guest_state(gdb, image)
+        (art / "exit-state.json").write_text(json.dumps(ev.exit_state, indent=1) + "\n")
+    elif where == "work":
+        ev.work = take_work(gdb, image, s, prov)
+        ev.saved += [background.submit(ev.work.tables.save, art / "work.json"),
+                     background.submit(ev.work.swapper.save, art / "work-swapper.json")]
+        (art / "work-machine.json").write_text(json.dumps(
+            {"cpus": ev.work.cpus, "physical": ev.work.physical}, indent=1) + "\n")
+    elif where == "before":
+        ev.before, _ = take_snapshot(gdb, image, where, s, prov)
+        ev.prediction = background.submit(predict, s, opt, image, ev.before)
+        ev.saved.append(background.submit(ev.before.save, art / "before.json"))
+    else:
+        ev.after, ev.after_walk = take_snapshot(gdb, image, where, s, prov)
+        ev.work_prediction = background.submit(predict_work, s, opt, image, ev.before, ev.after)
+        ev.saved.append(background.submit(ev.after.save, art / "after.json"))
+        ev.text = text_regions(gdb, image)
+        if opt.oracle:
+            # QEMU's own view, through QMP (the same monitor text as
+            # gdb's `monitor`, without its per-line packets).
+            ev.tlb, ev.mem = vm.hmp("info tlb", 60 * tf), vm.hmp("info mem", 60 * tf)
 
 
 def _write_script(path: Path, what: str, command: str) -> None:
@@ -550,14 +556,15 @@ def _read(p: Path) -> str:
 
 
 def evaluate(s: Scenario, opt: RunOptions, image: elf.KernelImage, ev: Evidence) -> checks.Verdict:
+    """Every check layer over what one boot yielded, in the order of the data path."""
     v = checks.Verdict()
     before, after = ev.before, ev.after
     pred, model_error = None, ""
     if before is not None:
         pred, model_error = ev.prediction.result() if ev.prediction else predict(s, opt, image, before)
-    bug = pred.bug if pred is not None else ""
 
-    v.findings += checks.check_guest(s, ev.exit_status, ev.serial, predicted_bug=bug)
+    v.findings += checks.check_guest(s, ev.exit_status, ev.serial,
+                                     predicted_bug=pred.bug if pred is not None else "")
     v.ran.append("guest")
     final_state = ev.exit_state if ev.exit_state is not None else (after.guest if after else None)
     if s.pv == "xen" and final_state is not None:
@@ -573,32 +580,7 @@ def evaluate(s: Scenario, opt: RunOptions, image: elf.KernelImage, ev: Evidence)
         for c in ("boot", "model", "invariants", "oracle", "content"):
             v.skipped[c] = "the guest ended before pagetable_init"
         return v
-
-    spec = boot.spec_start(s, image.symbols, firmware_ram(s, before))
-    boot_findings = boot.check_boot(s, spec, before, ev.serial)
-    v.findings += boot_findings
-    v.ran.append("boot")
-
-    v.ran.append("model")
-    if model_error:
-        v.findings.append(checks.Finding("model", "before-state", "a state the model can start from",
-                                         model_error))
-    elif bug:
-        # The algorithm stops at the kernel's own BUG(): the guest must stop there too,
-        # having done exactly the calls before it.
-        if after is not None:
-            v.findings.append(checks.Finding("model", "bug", bug, "paging_init completed"))
-        elif final_state is not None:
-            v.findings += checks.check_progress(before, final_state, pred.allocations, pred.hook_log)
-    elif after is None:
-        v.findings.append(checks.Finding("model", "completion", "paging_init completes",
-                                         "the guest stopped before paging_init_done",
-                                         detail=_last_line(ev.serial)))
-    else:
-        v.findings += check_against_model(before, after, pred)
-        if boot_findings:
-            v.findings += model_from_spec_start(s, opt, image, spec.before, before, after)
-
+    _boot_and_model(s, opt, image, ev, pred, model_error, final_state, v)
     if after is None:
         for c in ("invariants", "oracle", "content"):
             v.skipped[c] = "no snapshot after paging_init (the guest stopped before it)"
@@ -614,6 +596,36 @@ def evaluate(s: Scenario, opt: RunOptions, image: elf.KernelImage, ev: Evidence)
     v.ran.append("content")
     at_work_layers(s, opt, image, ev, pred, v)
     return v
+
+
+def _boot_and_model(s: Scenario, opt: RunOptions, image: elf.KernelImage, ev: Evidence,
+                    pred: model.Prediction | None, model_error: str, final_state: dict | None,
+                    v: checks.Verdict) -> None:
+    """The boot layer (the before snapshot against the spec's start state) and the
+    model layer (the after snapshot against the model run from the before one)."""
+    before, after = ev.before, ev.after
+    spec = boot.spec_start(s, image.symbols, firmware_ram(s, before))
+    boot_findings = boot.check_boot(s, spec, before, ev.serial)
+    v.findings += boot_findings
+    v.ran += ["boot", "model"]
+    if model_error:
+        v.findings.append(checks.Finding("model", "before-state", "a state the model can start from",
+                                         model_error))
+    elif pred.bug:
+        # The algorithm stops at the kernel's own BUG(): the guest must stop there too,
+        # having done exactly the calls before it.
+        if after is not None:
+            v.findings.append(checks.Finding("model", "bug", pred.bug, "paging_init completed"))
+        elif final_state is not None:
+            v.findings += checks.check_progress(before, final_state, pred.allocations, pred.hook_log)
+    elif after is None:
+        v.findings.append(checks.Finding("model", "completion", "paging_init completes",
+                                         "the guest stopped before paging_init_done",
+                                         detail=_last_line(ev.serial)))
+    else:
+        v.findings += check_against_model(before, after, pred)
+        if boot_findings:
+            v.findings += model_from_spec_start(s, opt, image, spec.before, before, after)
 
 
 WORK_LAYERS = ("work", "smp", "probes")

@@ -8,7 +8,7 @@ Ids work on the command line (`ptharness check --scenario ID`) and with
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from . import fixmap, x86
 
@@ -215,18 +215,21 @@ def _id(pae: bool, pse: bool, pge: bool, nx: bool, memory: int, extra: str = "")
     return "-".join(parts)
 
 
+def _sets(quick: bool) -> frozenset[str]:
+    return frozenset({"quick", "full"} if quick else {"full"})
+
+
 def _native(pae: bool, pse: bool, pge: bool, nx: bool, memory: int, *, cmdline=(), extra="",
             quick=False) -> Scenario:
     return Scenario(id=_id(pae, pse, pge, nx, memory, extra), pae=pae, pse=pse, pge=pge,
                     nx=nx if pae else False, memory=memory, cmdline=tuple(cmdline),
-                    sets=frozenset({"quick", "full"} if quick else {"full"}))
+                    sets=_sets(quick))
 
 
-def _build() -> dict[str, Scenario]:
+def _feature_cross() -> list[Scenario]:
+    """The full cross product of CPU features and memory sizes, both builds."""
     out: list[Scenario] = []
-    sizes = (16 * MiB, 128 * MiB, 896 * MiB, 1 * GiB, 3 * GiB)
-    # The full cross product of CPU features and memory sizes, both builds.
-    for memory in sizes:
+    for memory in (16 * MiB, 128 * MiB, 896 * MiB, 1 * GiB, 3 * GiB):
         for pse in (True, False):
             for pge in (True, False):
                 out.append(_native(False, pse, pge, False, memory,
@@ -242,9 +245,12 @@ def _build() -> dict[str, Scenario]:
         _id(True, True, True, True, 16 * MiB), _id(True, True, True, True, 1 * GiB),
         _id(True, False, False, True, 3 * GiB),
     }
-    out = [s if s.id not in quick_extra else
-           Scenario(**{**s.__dict__, "sets": frozenset({"quick", "full"})}) for s in out]
-    # Command-line knobs.
+    return [replace(s, sets=_sets(True)) if s.id in quick_extra else s for s in out]
+
+
+def _knobs() -> list[Scenario]:
+    """Command-line knobs: reservetop=, mem=, noexec=off."""
+    out: list[Scenario] = []
     for pae in (False, True):
         for pse in (True, False):
             out.append(_native(pae, pse, True, pae, 128 * MiB, cmdline=("reservetop=64M",),
@@ -255,8 +261,13 @@ def _build() -> dict[str, Scenario]:
                            extra="mem512M", quick=True))
     out.append(_native(True, False, True, True, 128 * MiB, cmdline=("noexec=off",),
                        extra="noexecoff", quick=True))
-    # Bounds on and next to a PMD boundary (computed from the geometry), both modes.
+    return out
+
+
+def _boundaries() -> list[Scenario]:
+    """Bounds on and next to a PMD boundary (computed from the geometry), both modes."""
     quick_bounds = {(False, "bootstart"), (True, "fixstart"), (False, "pkmap"), (True, "top")}
+    out: list[Scenario] = []
     for pae in (False, True):
         for bound in _bound_pages(pae):
             for offset, name in ((0, "pmd"), (1, "pmd-above"), (-1, "pmd-below")):
@@ -265,15 +276,20 @@ def _build() -> dict[str, Scenario]:
                                    cmdline=(f"reservetop={r >> 10}K",),
                                    extra=f"{bound}-{name}",
                                    quick=offset == 0 and (pae, bound) in quick_bounds))
-    # Poisoned memory: free pages and unused boot-table entries are not zero.
+    return out
+
+
+def _poison_and_smp() -> list[Scenario]:
+    """Poisoned memory (free pages and unused boot-table entries are not zero);
+    SMP, whose APs start through the low identity slot before the zap
+    (kernel-facts §8), natively only: under pv=xen VCPUs are the hypervisor's."""
+    out: list[Scenario] = []
     for pae in (False, True):
         for pse in (True, False):
             out.append(_native(pae, pse, True, pae, 128 * MiB, cmdline=(f"poison={POISON}",),
                                extra="poison", quick=(pse != pae)))
         out.append(_native(pae, not pae, True, pae, 1 * GiB, cmdline=(f"poison={POISON}",),
                            extra="poison"))
-    # SMP: the APs start through the low identity slot, before the zap
-    # (kernel-facts §8). Natively only: under pv=xen VCPUs are the hypervisor's.
     for pae, pse, memory, n, quick in ((False, True, 128 * MiB, 2, True),
                                        (True, True, 1 * GiB, 4, True),
                                        (True, False, 128 * MiB, 2, False),
@@ -281,8 +297,13 @@ def _build() -> dict[str, Scenario]:
                                        (True, False, 3 * GiB, 4, False)):
         out.append(_native(pae, pse, True, pae, memory, cmdline=(f"smp={n}",),
                            extra=f"smp{n}", quick=quick))
-    # The Xen-like paravirt case (docs/xen.md): PSE/PGE are offered by QEMU and
-    # hidden by the hypervisor; Xen sets the top, so no reservetop.
+    return out
+
+
+def _xen() -> list[Scenario]:
+    """The Xen-like paravirt case (docs/xen.md): PSE/PGE are offered by QEMU and
+    hidden by the hypervisor; Xen sets the top, so no reservetop."""
+    out: list[Scenario] = []
     for pae in (False, True):
         for memory in (16 * MiB, 128 * MiB, 896 * MiB, 1 * GiB, 3 * GiB):
             for nx in ((True, False) if pae else (False,)):
@@ -290,13 +311,13 @@ def _build() -> dict[str, Scenario]:
                 sid += f"-{x86.size_text(memory)}"
                 quick = memory in (128 * MiB, 896 * MiB) and (nx or not pae)
                 out.append(Scenario(id=sid, pae=pae, nx=nx, memory=memory, pv="xen",
-                                    sets=frozenset({"quick", "full"} if quick else {"full"})))
+                                    sets=_sets(quick)))
     for pae in (False, True):
         mode = "pae" if pae else "nopae"
         # NX off in the quick one: pv=xen without NX gets a second quick run.
         out.append(Scenario(id=f"xen-{mode}{'-nonx' if pae else ''}-128M-poison", pae=pae,
                             nx=False, pv="xen", cmdline=(f"poison={POISON}",),
-                            sets=frozenset({"quick", "full"})))
+                            sets=_sets(True)))
         out.append(Scenario(id=f"xen-{mode}{'-nx' if pae else ''}-896M-poison", pae=pae,
                             nx=pae, pv="xen", memory=896 * MiB, cmdline=(f"poison={POISON}",)))
         # A kernel that breaks the hypervisor's rules: the audit must record exactly
@@ -304,22 +325,29 @@ def _build() -> dict[str, Scenario]:
         for bug in PVBUGS:
             quick = (not pae and bug == "writable-root") or (pae and bug == "batch-hv-write")
             out.append(Scenario(id=f"xen-{mode}-128M-pvbug-{bug}", pae=pae, nx=pae, pv="xen",
-                                cmdline=(f"pvbug={bug}",), expect=AUDIT,
-                                sets=frozenset({"quick", "full"} if quick else {"full"})))
-    # Outcomes other than a pass.
-    out.append(Scenario(id="pae-cpu-nopae-unsupported", pae=True, cpu_pae=False, nx=False,
-                        expect=UNSUPPORTED, sets=frozenset({"quick", "full"})))
-    out.append(Scenario(id="nopae-pse-pge-128M-fault", pae=False, nx=False,
-                        cmdline=("fault=0xd0000000",), expect=EXCEPTION,
-                        sets=frozenset({"quick", "full"})))
-    out.append(Scenario(id="pae-nopse-pge-nx-128M-fault", pae=True, pse=False,
-                        cmdline=("fault=0xd0000000",), expect=EXCEPTION,
-                        sets=frozenset({"full"})))
-    table = {}
-    for s in out:
-        if s.id in table:
-            raise AssertionError(f"duplicate scenario id {s.id}")
-        table[s.id] = s
+                                cmdline=(f"pvbug={bug}",), expect=AUDIT, sets=_sets(quick)))
+    return out
+
+
+def _other_outcomes() -> list[Scenario]:
+    """Outcomes other than a pass: an unsupported CPU, an exception."""
+    return [
+        Scenario(id="pae-cpu-nopae-unsupported", pae=True, cpu_pae=False, nx=False,
+                 expect=UNSUPPORTED, sets=_sets(True)),
+        Scenario(id="nopae-pse-pge-128M-fault", pae=False, nx=False,
+                 cmdline=("fault=0xd0000000",), expect=EXCEPTION, sets=_sets(True)),
+        Scenario(id="pae-nopse-pge-nx-128M-fault", pae=True, pse=False,
+                 cmdline=("fault=0xd0000000",), expect=EXCEPTION, sets=_sets(False)),
+    ]
+
+
+def _build() -> dict[str, Scenario]:
+    table: dict[str, Scenario] = {}
+    for part in (_feature_cross, _knobs, _boundaries, _poison_and_smp, _xen, _other_outcomes):
+        for s in part():
+            if s.id in table:
+                raise AssertionError(f"duplicate scenario id {s.id}")
+            table[s.id] = s
     return table
 
 
