@@ -350,11 +350,25 @@ def _add_list(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--matrix", choices=MATRICES, default="full", help="default full")
     p.add_argument("--json", nargs="?", const="-", metavar="FILE",
                    help="the scenarios as JSON (docs/json.md) to FILE, or stdout")
+    p.add_argument("--invariants", action="store_true",
+                   help="the invariants the checks state, each with the fact of the spec it "
+                        "comes from, instead of the scenarios")
     p.set_defaults(func=cmd_list)
+
+
+def invariants_table() -> list[str]:
+    """The invariant layer's rules as a Markdown table (docs/architecture.md holds
+    this very text; a test keeps the two equal)."""
+    from .checks import INVARIANTS
+    return (["| invariant | the fact it states |", "|---|---|"]
+            + [f"| `{name}` | {fact} |" for name, fact, _rule in INVARIANTS])
 
 
 def cmd_list(args: argparse.Namespace, out=sys.stdout) -> int:
     from . import scenarios
+    if getattr(args, "invariants", False):
+        print("\n".join(invariants_table()), file=out)
+        return EXIT_OK
     if args.json:
         _write_json(args.json, {
             "format": "ptharness-scenarios", "version": 1, "matrix": args.matrix,

@@ -227,7 +227,7 @@ def run_scenario(ptharness_options, request):
     own = ptharness_options.artifacts / _test_dirname(request.node)
 
     def run(s: scenarios.Scenario, **overrides) -> "runner.Result":
-        opt = dataclasses.replace(ptharness_options, artifacts=own, **overrides)
+        opt = dataclasses.replace(ptharness_options, **{"artifacts": own, **overrides})
         result = runner.run(s, opt)
         made.append(result.artifacts)
         request.node.stash[LAST_RUN_KEY] = (s, opt)

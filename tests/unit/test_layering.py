@@ -21,3 +21,13 @@ def test_every_module_imports_only_modules_listed_before_it():
                 used = [node.module] if node.module else [a.name for a in node.names]
                 wrong += [(name, u) for u in used if u in rank and rank[u] > rank[name]]
     assert wrong == [], f"imports of modules listed later: {wrong}"
+
+
+def test_the_invariant_table_in_the_docs_is_the_code_s():
+    """docs/architecture.md lists the invariants as `ptharness list --invariants`
+    prints them from checks.INVARIANTS: a rule added or reworded shows there."""
+    from harness.cli import invariants_table
+    doc = (ROOT / "docs" / "architecture.md").read_text()
+    shown = re.search(r"<!-- ptharness list --invariants -->\n(.*?)<!-- end -->", doc, re.S)
+    assert shown, "docs/architecture.md has no generated invariant table"
+    assert shown.group(1).splitlines() == invariants_table()
