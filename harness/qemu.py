@@ -485,6 +485,13 @@ class QemuProcess:
         """A human-monitor command (`info tlb`...) through QMP: the same text as
         gdb's `monitor`, without gdb's per-line hex packets (for 896 MiB of
         4 KiB pages, 20 MB of `info tlb` takes seconds that way)."""
+        return self.hmp_bytes(command, timeout).decode(errors="replace")
+
+    def hmp_bytes(self, command: str, timeout: float = 60.0) -> bytes:
+        """hmp() as bytes, without decoding the JSON reply as a whole: the text
+        of a monitor command escapes nothing but its line ends, which one
+        replace() undoes (21 MB of `info tlb`: a few ms, where json.loads takes
+        50 ms and a str)."""
         if not self.qmp_enabled:
             raise QemuError("this QemuProcess was started without QMP")
         try:
@@ -497,19 +504,26 @@ class QemuProcess:
                 self._qmp_reply(time.monotonic() + timeout, "qmp_capabilities")
             self._qmp_send({"execute": "human-monitor-command",
                             "arguments": {"command-line": command}})
-            reply = self._qmp_reply(time.monotonic() + timeout, f"`{command}` over QMP")
+            line = self._qmp_reply(time.monotonic() + timeout, f"`{command}` over QMP", raw=True)
         except OSError as e:
             self.check_alive(f"`{command}` over QMP")
             raise QemuGone(f"QMP `{command}`: {e.strerror or e}") from None
+        head, tail = b'{"return": "', b'"}'
+        body = line.rstrip(b"\r")
+        if body.startswith(head) and body.endswith(tail):
+            text = body[len(head):-len(tail)]
+            if text.count(b"\\") == 2 * text.count(b"\\r\\n"):
+                return text.replace(b"\\r\\n", b"\r\n")
+        reply = json.loads(line)
         if "error" in reply:
             raise QemuError(f"QMP `{command}`: {reply['error'].get('desc', reply['error'])}")
-        return reply.get("return", "")
+        return reply.get("return", "").encode()
 
     def _qmp_send(self, msg: dict) -> None:
         assert self._qmp is not None
         self._qmp.sendall(json.dumps(msg).encode() + b"\n")
 
-    def _qmp_reply(self, deadline: float | None = None, doing: str = "QMP") -> dict:
+    def _qmp_reply(self, deadline: float | None = None, doing: str = "QMP", raw: bool = False):
         """The next reply or greeting, skipping asynchronous events. Replies are
         one JSON line each; `info tlb` can make one of 20 MB, so chunks are
         joined once, not appended to a growing buffer. While waiting, QEMU's
@@ -533,9 +547,11 @@ class QemuProcess:
                     raise QemuGone(f"QEMU closed its QMP connection during {doing}")
                 chunks.append(chunk)
             line, _, self._qmp_buf = b"".join(chunks).partition(b"\n")
+            if raw and line.startswith((b'{"return"', b'{"error"')):
+                return line  # the caller decodes what it needs
             msg = json.loads(line)
             if "event" not in msg:
-                return msg
+                return line if raw else msg
 
     def shell_command(self, gdb_port: int = 1234) -> str:
         """The same machine as a line a person can paste: the gdbstub on TCP

@@ -355,8 +355,9 @@ class Evidence:
     after_walk: walker.Walk | None = None
     exit_state: dict | None = None     # guest variables when it called guest_exit
     text: list[checks.TextRegion] = field(default_factory=list)
-    tlb: str | None = None             # QEMU's `info tlb` / `info mem` at the after point
+    tlb: bytes | None = None           # QEMU's `info tlb` / `info mem` at the after point
     mem: str | None = None
+    tlb_expected: Future | None = None  # oracle.expected_tlb_bytes, built while QEMU formats
     qemu_version: str = ""
     work: WorkEvidence | None = None   # at work_done: the tables at work
     prediction: Future | None = None   # predict(before), computed while the guest runs
@@ -430,7 +431,7 @@ def _run_in(s: Scenario, opt: RunOptions, art: Path, final: Path, t0: float) -> 
         if mismatch:
             raise HarnessError(f"{kernel}: {mismatch}")
         machine = machine_for(s, opt, kernel)
-        with ThreadPoolExecutor(max_workers=2) as background:
+        with ThreadPoolExecutor(max_workers=3) as background:
             _boot(s, opt, machine, image, art, final, timings, ev, background)
             t = time.monotonic()
             verdict = evaluate(s, opt, image, ev)
@@ -529,9 +530,11 @@ def _collect(where: str, s: Scenario, opt: RunOptions, image: elf.KernelImage,
         ev.saved.append(background.submit(ev.after.save, art / "after.json"))
         ev.text = text_regions(gdb, image)
         if opt.oracle:
-            # QEMU's own view, through QMP (the same monitor text as
-            # gdb's `monitor`, without its per-line packets).
-            ev.tlb, ev.mem = vm.hmp("info tlb", 60 * tf), vm.hmp("info mem", 60 * tf)
+            # QEMU's own view, through QMP (the same monitor text as gdb's
+            # `monitor`, without its per-line packets). What it must say is
+            # built meanwhile, while QEMU formats and this thread waits.
+            ev.tlb_expected = background.submit(oracle.expected_tlb_bytes, ev.after_walk)
+            ev.tlb, ev.mem = vm.hmp_bytes("info tlb", 60 * tf), vm.hmp("info mem", 60 * tf)
 
 
 def _write_script(path: Path, what: str, command: str) -> None:
@@ -588,7 +591,9 @@ def evaluate(s: Scenario, opt: RunOptions, image: elf.KernelImage, ev: Evidence)
     v.findings += check_invariants(s, image, before, after)
     v.ran.append("invariants")
     if ev.tlb is not None and ev.after_walk is not None:
-        v.findings += checks.check_oracle(oracle.compare(ev.after_walk, ev.tlb, ev.mem))
+        v.findings += checks.check_oracle(oracle.compare(
+            ev.after_walk, ev.tlb, ev.mem,
+            expected=ev.tlb_expected.result() if ev.tlb_expected else None))
         v.ran.append("oracle")
     else:
         v.skipped["oracle"] = "disabled (--no-oracle)"
