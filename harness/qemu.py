@@ -302,8 +302,12 @@ class QemuProcess:
     """
 
     def __init__(self, machine: Machine, run_dir: str | Path, *, start_timeout: float = 10.0,
-                 qmp: bool = False):
+                 qmp: bool = False, wait_on_enter: bool = True):
+        """wait_on_enter=False: entering only launches QEMU; call wait_ready()
+        before using its sockets (gdb can start meanwhile)."""
         machine.validate()
+        self.wait_on_enter = wait_on_enter
+        self._argv: list[str] = []
         self.machine = machine
         self.qmp_enabled = qmp
         self._qmp: socket.socket | None = None
@@ -322,13 +326,20 @@ class QemuProcess:
 
     # -- life cycle --------------------------------------------------------------------
     def __enter__(self) -> "QemuProcess":
-        self.start()
+        self.launch()
+        if self.wait_on_enter:
+            self.wait_ready()
         return self
 
     def __exit__(self, *exc) -> None:
         self.terminate()
 
     def start(self) -> None:
+        """Launch QEMU and wait until its gdbstub listens."""
+        self.launch()
+        self.wait_ready()
+
+    def launch(self) -> None:
         if self._proc is not None:
             raise QemuError("this QemuProcess was already started")
         exe = shutil.which(self.machine.qemu)
@@ -349,11 +360,12 @@ class QemuProcess:
         except OSError as e:
             self._cleanup_files()
             raise QemuLaunchError(f"cannot start QEMU: {e}", argv) from e
-        self._wait_for_socket(argv)
+        self._argv = argv
 
-    def _wait_for_socket(self, argv: list[str]) -> None:
+    def wait_ready(self) -> None:
         """QEMU creates the listening socket before it runs anything; a QEMU
         that exits first (bad option, missing file) is a launch error."""
+        argv = self._argv
         deadline = time.monotonic() + self.start_timeout
         delay = 0.001
         assert self._proc is not None and self.gdb_endpoint is not None

@@ -464,14 +464,17 @@ def _boot(s: Scenario, opt: RunOptions, machine: qemu.Machine, image: elf.Kernel
     tf = opt.timeout_factor
     prov = {"guest_build_id": image.build_id, "guest_variant": s.guest_variant(opt.variant)}
     t = time.monotonic()
-    with qemu.QemuProcess(machine, art, qmp=opt.oracle, start_timeout=10 * tf) as vm:
+    # gdb starts while QEMU does: each takes tens of ms, one after the other twice that.
+    with qemu.QemuProcess(machine, art, qmp=opt.oracle, start_timeout=10 * tf,
+                          wait_on_enter=False) as vm:
         vm.stopped_grace = 3 * tf
         _write_script(art / "qemu.sh", "Boot this scenario by hand, as the harness did "
                       "(add -S -gdb tcp::1234 to attach gdb).",
                       shlex.join(machine.arguments(final / vm.serial_log.name, None)))
         with gdbmi.MiSession(opt.gdb, transcript=art / "gdb-mi.log", timeout_factor=tf) as gdb:
-            gdb.watch = vm.trouble  # a dead or stopped QEMU is named, not waited out
             gdb.load_elf(machine.kernel)
+            vm.wait_ready()
+            gdb.watch = vm.trouble  # a dead or stopped QEMU is named, not waited out
             # QEMU's long outputs (info tlb) come over QMP here, so gdb's monitor only
             # carries short answers and needs no ack-dropping relay in between.
             gdb.connect(vm.gdb_endpoint, timeout=20 * tf, relay=False)
