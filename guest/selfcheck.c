@@ -7,13 +7,15 @@
  *   - the fixmap and pkmap ranges have pte tables, reachable in lowmem, and
  *     kmap_pte / pkmap_page_table point into them; one word of each table is
  *     read through its entry.
- * Under pv=xen, page-table pages must be mapped read-only instead, and the
+ * Under pv=xen, page-table pages and the frames the hypervisor keeps for
+ * itself (asked by hypercall) must be mapped read-only instead, and the
  * paravirt boot map must show the shared-info page.
  * Only reads: writing every page would make QEMU allocate all guest RAM.
  */
 #include "bootmem.h"
 #include "fixmap.h"
 #include "guest.h"
+#include "hypercall.h"
 #include "processor.h"
 #include "sections.h"
 #include "setup.h"
@@ -23,6 +25,9 @@
 
 static u32 errors;
 static u32 read_only_pages;
+static u32 hyp_pages;
+/* pv=xen: [start, end) physical, the hypervisor's own frames (DOMINFO_HYP_FRAMES_*). */
+static unsigned long hyp_frames_start, hyp_frames_end;
 static volatile u32 touch_sink;
 
 /* Where a walk ended: a leaf (4 KiB page or large page) or a problem. */
@@ -113,8 +118,15 @@ static bool lookup(unsigned long va, struct lookup *l)
  * only tables (docs/xen.md), and every page the boot allocator handed out
  * became a table; plus swapper_pg_dir and empty_zero_page.
  */
+static bool hyp_frame(unsigned long pa)
+{
+	return pa >= hyp_frames_start && pa < hyp_frames_end;
+}
+
 static bool xen_read_only(unsigned long pa)
 {
+	if (hyp_frame(pa))
+		return true;
 	unsigned long start_info = __pa(xen_start_info) & PAGE_MASK;
 	return pa == start_info || (pa > xen_start_info->shared_info && pa < boot_alloc_cursor) ||
 	       pa == __pa(swapper_pg_dir) || pa == __pa(empty_zero_page);
@@ -136,10 +148,13 @@ static bool leaf_ok(unsigned long va, struct lookup *l)
 	else if (l->entry & _PAGE_USER)
 		l->problem = "user-accessible";
 	else {
-		read_only_pages += read_only;
+		bool hyp = read_only && hyp_frame(want);
+		read_only_pages += read_only && !hyp;
+		hyp_pages += hyp;
 		return true;
 	}
-	report(va, l, read_only ? "present read-only !user, pa = va - PAGE_OFFSET (a pv=xen table)"
+	report(va, l, read_only ? "present read-only !user, pa = va - PAGE_OFFSET (a pv=xen table "
+				  "or hypervisor frame)"
 				: "present rw !user, pa = va - PAGE_OFFSET");
 	return false;
 }
@@ -255,7 +270,8 @@ static void check_xen(void)
 	} else {
 		touch(va);
 	}
-	printk("selfcheck xen read_only_pages=%u shared_info_va=0x%08lx\n", read_only_pages, va);
+	printk("selfcheck xen read_only_pages=%u hyp_pages=%u shared_info_va=0x%08lx\n",
+	       read_only_pages, hyp_pages, va);
 }
 
 /* The paging mode must be the build's: PG on, CR4.PAE iff CONFIG_X86_PAE. */
@@ -277,7 +293,11 @@ static bool check_mode(void)
 int selfcheck(void)
 {
 	errors = 0;
-	read_only_pages = 0;
+	read_only_pages = hyp_pages = 0;
+	if (xen_start_info) {
+		hyp_frames_start = HYPERVISOR_domain_info(DOMINFO_HYP_FRAMES_START);
+		hyp_frames_end = HYPERVISOR_domain_info(DOMINFO_HYP_FRAMES_END);
+	}
 	if (check_mode()) {
 		check_lowmem();
 		check_fixmap_and_pkmap();

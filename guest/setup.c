@@ -8,6 +8,7 @@
 #include "bootmem.h"
 #include "fixmap.h"
 #include "guest.h"
+#include "hypercall.h"
 #include "multiboot.h"
 #include "paravirt.h"
 #include "processor.h"
@@ -222,6 +223,30 @@ void __noinline fault_probe(unsigned long addr)
 	printk("fault probe va=0x%08lx value=0x%08x faulted=0\n", addr, value);
 }
 
+/* What the hypervisor stage needs from the boot, handed over at its entry. */
+static void __noreturn start_hypervisor(const struct boot_options *opts)
+{
+	const struct hyp_boot_params params = {
+		.poison = opts->poison,
+		.mb_flags = multiboot_info.flags,
+		.mb_mem_upper = multiboot_info.mem_upper,
+		.pg_tables_end = init_pg_tables_end,
+		.map_end = init_map_end,
+	};
+	hyp_start_domain(&params);
+}
+
+/* poke=ADDR (test-only): write one word at ADDR, the value it holds, so a
+ * write the tables allow changes nothing. Under pv=xen the hypervisor's own
+ * frames are read-only: a poke there must fault (docs/guest-contract.md). */
+void __noinline poke_probe(unsigned long addr)
+{
+	printk("poke probe va=0x%08lx\n", addr);
+	volatile u32 *p = (volatile u32 *)addr;
+	*p = *p;
+	printk("poke probe va=0x%08lx faulted=0\n", addr);
+}
+
 void __noreturn start_kernel(void)
 {
 	struct boot_options *opts = &boot_options;
@@ -239,7 +264,7 @@ void __noreturn start_kernel(void)
 		guest_exit(GUEST_EXIT_BAD_CMDLINE);
 	/* The hypervisor builds the domain and enters it at xen_start_kernel. */
 	if (!strcmp(opts->pv_backend, "xen"))
-		hyp_start_domain(opts->poison);
+		start_hypervisor(opts);
 	if (paravirt_select(opts->pv_backend)) {
 		printk("cmdline error word=\"pv=%s\" reason=\"unknown paravirt backend\"\n",
 		       opts->pv_backend);
@@ -282,7 +307,7 @@ void __noreturn setup_arch(void)
 	printk("pv backend=%s\n", paravirt_ops.name);
 	if (opts->poison)
 		printk("poison pattern=0x%08x pages=%lu entries=%u\n", opts->poison,
-		       (init_map_end - boot_alloc_start) >> PAGE_SHIFT, poisoned + hyp_poisoned_entries);
+		       (init_map_end - boot_alloc_start) >> PAGE_SHIFT, poisoned + (xen_start_info ? HYPERVISOR_domain_info(DOMINFO_POISONED_ENTRIES) : 0));
 
 	if (opts->hang == HANG_EARLY)
 		hang("early");
@@ -303,6 +328,8 @@ void __noreturn setup_arch(void)
 		hang("late");
 	if (opts->have_fault)
 		fault_probe(opts->fault_addr);
+	if (opts->have_poke)
+		poke_probe(opts->poke_addr);
 	int selfcheck_failed = selfcheck();
 
 	/* The tables at work, in the order a kernel uses them after paging_init:

@@ -5,11 +5,15 @@
  * hypervisor's while every page-table page stays mapped read-only.
  *
  * The backend never stores into a table itself: once a frame is a table it
- * is read-only (and CR0.WP is set), so every change is a hypercall.
+ * is read-only (and CR0.WP is set), so every change is a hypercall - a trap
+ * through vector 0x82 (include/hypercall.h): the kernel has no symbol of the
+ * hypervisor stage but its entry.
  */
 #include "bootmem.h"
 #include "fixmap.h"
+#include "desc.h"
 #include "guest.h"
+#include "hypercall.h"
 #include "paravirt.h"
 #include "processor.h"
 #include "sections.h"
@@ -42,7 +46,7 @@ static unsigned mmu_queued;
 static void xen_mc_flush(void)
 {
 	if (mmu_queued)
-		hyp_mmu_update_batch(mmu_queue, mmu_queued);
+		HYPERVISOR_mmu_update(mmu_queue, mmu_queued);
 	mmu_queued = 0;
 }
 
@@ -66,8 +70,8 @@ static void make_lowmem_page_readonly(unsigned long pa)
 {
 	xen_mc_flush();
 	pte_t *pte = linear_pte(pa);
-	hyp_mmu_update(&pte->pte, pte_val(*pte) & ~(pteval_t)_PAGE_RW);
-	hyp_invlpg((unsigned long)__va(pa));
+	HYPERVISOR_update_entry(&pte->pte, pte_val(*pte) & ~(pteval_t)_PAGE_RW);
+	HYPERVISOR_mmuext_op(MMUEXT_INVLPG, (unsigned long)__va(pa), 0);
 }
 
 static void xen_alloc_pt(u32 pfn)
@@ -77,7 +81,7 @@ static void xen_alloc_pt(u32 pfn)
 		bug_unannounced_pt = false;
 		printk("xen pvbug unannounced-pt pfn=0x%x\n", pfn);
 	} else {
-		hyp_announce(pfn, HYP_TABLE_PTE);
+		HYPERVISOR_mmuext_op(MMUEXT_ANNOUNCE, pfn, HYP_TABLE_PTE);
 	}
 	if (bug_writable_pt) {
 		bug_writable_pt = false;
@@ -96,7 +100,7 @@ static void xen_alloc_pt(u32 pfn)
 static void xen_alloc_pd(u32 pfn)
 {
 	xen_mc_flush();
-	hyp_announce(pfn, HYP_TABLE_PMD);
+	HYPERVISOR_mmuext_op(MMUEXT_ANNOUNCE, pfn, HYP_TABLE_PMD);
 #ifdef CONFIG_X86_PAE
 	make_lowmem_page_readonly((unsigned long)pfn << PAGE_SHIFT);
 #endif
@@ -108,7 +112,7 @@ static void xen_alloc_pd_clone(u32 pfn, u32 clonepfn, u32 start, u32 count)
 {
 	(void)clonepfn, (void)start, (void)count;
 	xen_mc_flush();
-	hyp_announce(pfn, HYP_TABLE_PMD);
+	HYPERVISOR_mmuext_op(MMUEXT_ANNOUNCE, pfn, HYP_TABLE_PMD);
 	make_lowmem_page_readonly((unsigned long)pfn << PAGE_SHIFT);
 }
 
@@ -127,8 +131,8 @@ static void xen_activate_mm(pgd_t *pgd)
 	make_lowmem_page_readonly(__pa(pgd));
 #endif
 	pv_hook_log_add(PV_HOOK_PIN, pfn);
-	hyp_pin(pfn);
-	hyp_new_baseptr(__pa(pgd));
+	HYPERVISOR_mmuext_op(MMUEXT_PIN_TABLE, pfn, 0);
+	HYPERVISOR_mmuext_op(MMUEXT_NEW_BASEPTR, __pa(pgd), 0);
 }
 
 /* During setup: rewriting a present leaf keeps its RW bit, so the leaves of
@@ -155,13 +159,13 @@ static void xen_set_pte_init(pte_t *ptep, pte_t pte)
 static void xen_set_pte(pte_t *ptep, pte_t pte)
 {
 	xen_mc_flush();
-	hyp_mmu_update(&ptep->pte, pte_val(pte));
+	HYPERVISOR_update_entry(&ptep->pte, pte_val(pte));
 }
 
 static void xen_set_pmd(pmd_t *pmdp, pmd_t pmd)
 {
 	xen_mc_flush();
-	hyp_mmu_update(&pmdp->pmd, pmd_val(pmd));
+	HYPERVISOR_update_entry(&pmdp->pmd, pmd_val(pmd));
 }
 
 /* A refused update (the hypervisor records it) is not a BUG here: the
@@ -169,7 +173,7 @@ static void xen_set_pmd(pmd_t *pmdp, pmd_t pmd)
 static void xen_set_pgd(pgd_t *pgdp, pgd_t pgd)
 {
 	xen_mc_flush();
-	hyp_mmu_update(&pgdp->pgd, pgd_val(pgd));
+	HYPERVISOR_update_entry(&pgdp->pgd, pgd_val(pgd));
 }
 
 /*
@@ -201,7 +205,7 @@ static void xen_pagetable_setup_start(pgd_t *base)
 		printk("xen pvbug writable-root pfn=0x%lx\n", __pa(base) >> PAGE_SHIFT);
 	else
 		make_lowmem_page_readonly(__pa(base));
-	hyp_new_baseptr(__pa(base));
+	HYPERVISOR_mmuext_op(MMUEXT_NEW_BASEPTR, __pa(base), 0);
 }
 
 /* PTE pages of the kernel's tree that came from the hypervisor's run. */
@@ -241,7 +245,7 @@ static void xen_pagetable_setup_done(pgd_t *base)
 	       count_reused_pte_pages(base), allocated, __fix_to_virt(FIX_PARAVIRT_BOOTMAP), pfn);
 
 	pv_hook_log_add(PV_HOOK_PIN, pfn);
-	hyp_pin(pfn);
+	HYPERVISOR_mmuext_op(MMUEXT_PIN_TABLE, pfn, 0);
 }
 
 const struct paravirt_ops xen_paravirt_ops = {
@@ -262,8 +266,18 @@ const struct paravirt_ops xen_paravirt_ops = {
  * The domain's first instruction: the CPU already runs on the hypervisor's
  * tables (CR3 = __pa(pt_base), in the build's paging mode, CR0.WP set).
  */
+/* guest_exit's notifier: the hypervisor prints its record before the exit line. */
+static void xen_domain_exit(void)
+{
+	HYPERVISOR_domain_exit();
+}
+
 void __noreturn xen_start_kernel(struct start_info *si)
 {
+	guest_exit_notifier = xen_domain_exit;
+	/* As 2.6.23's xen_start_kernel: the exception handlers go to the
+	 * hypervisor, which owns the IDT (and the hypercall gate in it). */
+	HYPERVISOR_set_trap_table(exception_gates());
 	if (si->magic != XEN_START_INFO_MAGIC) {
 		printk("boot error reason=\"start info magic 0x%08x\"\n", si->magic);
 		guest_exit(GUEST_EXIT_BAD_CMDLINE);

@@ -30,7 +30,7 @@ def spec_start(s: Scenario, symbols: dict[str, int],
         return head
     # The hypervisor's frames start right after head.S's pg0 tables (docs/xen.md).
     return bootstate.xen_start_of_day(s.pae, ram_bytes >> x86.PAGE_SHIFT, head.tables_end,
-                                      s.poison)
+                                      s.poison, bootstate.xen_hyp_frames(symbols))
 
 
 def check_boot(s: Scenario, spec: bootstate.HeadS | bootstate.XenStart, before: Snapshot,

@@ -104,6 +104,7 @@ class XenStart:
     run_end: int
     poisoned_entries: int
     before: Snapshot
+    hyp_frames: tuple[int, int] = (0, 0)  # the hypervisor's own pages, physical [start, end)
 
     @property
     def nr_pt_frames(self) -> int:
@@ -117,7 +118,9 @@ class XenStart:
 
     @property
     def readonly_frames(self) -> set[int]:
-        return self.table_frames | {self.start_info}
+        """Mapped 0x061: the table frames, the start info, the hypervisor's own pages."""
+        own = range(self.hyp_frames[0], self.hyp_frames[1], x86.PAGE_SIZE)
+        return self.table_frames | {self.start_info} | set(own)
 
     @property
     def area_first(self) -> int:
@@ -133,73 +136,101 @@ def xen_area_first(pae: bool) -> int:
     return (XEN_HVS[pae] - (x86.PAGE_OFFSET if pae else 0)) >> (21 if pae else 22)
 
 
-def xen_start_of_day(pae: bool, nr_pages: int, run_start: int,
-                     poison: int | None = None) -> XenStart:
-    """The frames come in one run from run_start (PAGE_ALIGN of the end of head.S's
-    pg0 tables): start info, shared info, PTE pages A and B, pt_base (PGD, or PDPT
-    then the slot-3 PMD page), the PTE pages of the kernel mapping. That mapping
-    covers [0, xen_map_end), xen_map_end = min(RAM, round_up(run end + 4 MiB, 4 MiB)),
-    with 4 KiB pages: 0x063, 0x061 for table frames and the start info."""
-    start_info, shared_info, pte_a, pte_b, pt_base = (run_start + i * x86.PAGE_SIZE
-                                                      for i in range(5))
-    pmd = pt_base + x86.PAGE_SIZE if pae else None
-    first_pte = pt_base + (2 if pae else 1) * x86.PAGE_SIZE
+def xen_hyp_frames(symbols: dict[str, int]) -> tuple[int, int]:
+    """The hypervisor stage's own pages, physical [start, end), from the image's
+    __hyp_start/__hyp_end (kernel.lds); (0, 0) for an image without them."""
+    if "__hyp_start" not in symbols or "__hyp_end" not in symbols:
+        return 0, 0
+    return (symbols["__hyp_start"] - x86.PAGE_OFFSET,
+            _round_up(symbols["__hyp_end"] - x86.PAGE_OFFSET, x86.PAGE_SIZE))
+
+
+def _xen_run(pae: bool, nr_pages: int, run_start: int) -> tuple[list[int], int, int]:
+    """The run's frames before the kernel PTE pages (start info, shared info, A, B,
+    pt_base[, PMD]), the kernel PTE pages' count and xen_map_end. The run's end
+    depends on the number of PTE pages, which depends on the mapping's end: the
+    least fixed point, counting up from none."""
+    fixed = [run_start + i * x86.PAGE_SIZE for i in range(6 if pae else 5)]
+    first_pte = fixed[-1] + x86.PAGE_SIZE
     chunk = 2 * MiB if pae else 4 * MiB  # what one PTE page maps
-    # The run's end depends on the number of PTE pages, which depends on the
-    # mapping's end: the least fixed point, counting up from none.
     n = 0
     while True:
         run_end = first_pte + n * x86.PAGE_SIZE
         xen_map_end = min(nr_pages * x86.PAGE_SIZE, _round_up(run_end + 4 * MiB, 4 * MiB))
         need = _round_up(xen_map_end, chunk) // chunk
         if need == n:
-            break
+            return fixed, n, xen_map_end
         n = need
-    kernel_ptes = [first_pte + i * x86.PAGE_SIZE for i in range(n)]
 
+
+def _xen_kernel_ptes(pae: bool, kernel_ptes: list[int], xen_map_end: int, readonly,
+                     poison: int | None) -> tuple[list[TablePage], dict[int, int], int]:
+    """The PTE pages of the kernel mapping, the directory entries linking them and
+    how many entries poison= filled."""
     per_pte = 512 if pae else 1024
-    readonly = {pte_a, pte_b, pt_base, start_info, *kernel_ptes} | ({pmd} if pae else set())
-    poisoned = 0
-    tables: list[TablePage] = []
-    pde: dict[int, int] = {}  # the entries of the table that holds the PTE pages
+    tables, pde, poisoned = [], {}, 0
     for i, page in enumerate(kernel_ptes):
         entries = {}
         for j in range(per_pte):
             pa = (i * per_pte + j) * x86.PAGE_SIZE
             if pa < xen_map_end:
-                entries[j] = pa | (XEN_RO if pa in readonly else XEN_RW)
+                entries[j] = pa | (XEN_RO if readonly(pa) else XEN_RW)
             elif poison is not None:
                 entries[j] = poison
                 poisoned += 1
         tables.append(TablePage("pte", page, entries))
         pde[(0 if pae else x86.PAGE_OFFSET >> 22) + i] = page | XEN_TABLE
-    first_area = xen_area_first(pae)
+    return tables, pde, poisoned
+
+
+def xen_start_of_day(pae: bool, nr_pages: int, run_start: int, poison: int | None = None,
+                     hyp_frames: tuple[int, int] = (0, 0)) -> XenStart:
+    """The frames come in one run from run_start (PAGE_ALIGN of the end of head.S's
+    pg0 tables): start info, shared info, PTE pages A and B, pt_base (PGD, or PDPT
+    then the slot-3 PMD page), the PTE pages of the kernel mapping. That mapping
+    covers [0, xen_map_end), xen_map_end = min(RAM, round_up(run end + 4 MiB, 4 MiB)),
+    with 4 KiB pages: 0x063, 0x061 for table frames, the start info and the
+    hypervisor's own pages (hyp_frames: xen_hyp_frames of the image)."""
+    fixed, n, xen_map_end = _xen_run(pae, nr_pages, run_start)
+    start_info, shared_info, pte_a, pte_b, pt_base = fixed[:5]
+    pmd = fixed[5] if pae else None
+    first_pte = fixed[-1] + x86.PAGE_SIZE
+    kernel_ptes = [first_pte + i * x86.PAGE_SIZE for i in range(n)]
+    run_end = first_pte + n * x86.PAGE_SIZE
+    tables_ro = set(fixed[2:]) | set(kernel_ptes) | {start_info}
+    tables, pde, poisoned = _xen_kernel_ptes(
+        pae, kernel_ptes, xen_map_end,
+        lambda pa: pa in tables_ro or hyp_frames[0] <= pa < hyp_frames[1], poison)
+    first_area, per_pte = xen_area_first(pae), 512 if pae else 1024
     if poison is not None:
         # Non-present entries below the hypervisor's area (guest-contract.md).
-        for i in range(first_area):
-            if i not in pde:
-                pde[i] = poison
-                poisoned += 1
+        for i in (i for i in range(first_area) if i not in pde):
+            pde[i] = poison
+            poisoned += 1
     pde[first_area] = pte_a | XEN_TABLE
     pde[per_pte - 1] = pte_b | XEN_TABLE  # the last chunk
     tables.append(TablePage("pte", pte_a, {0: start_info | XEN_RO, 1: shared_info | XEN_RO}))
     tables.append(TablePage("pte", pte_b, {0: pte_a | XEN_RO}))
     if pae:
-        tables.insert(0, TablePage("pmd", pmd, pde))
-        tables.insert(0, TablePage("pgd", pt_base, {3: pmd | x86.PRESENT}))
+        tables[:0] = [TablePage("pgd", pt_base, {3: pmd | x86.PRESENT}), TablePage("pmd", pmd, pde)]
     else:
         tables.insert(0, TablePage("pgd", pt_base, pde))
+    return XenStart(pae=pae, nr_pages=nr_pages, start_info=start_info, shared_info=shared_info,
+                    pte_a=pte_a, pte_b=pte_b, pt_base=pt_base, pmd=pmd, kernel_ptes=kernel_ptes,
+                    xen_map_end=xen_map_end, run_end=run_end, poisoned_entries=poisoned,
+                    hyp_frames=hyp_frames,
+                    before=_xen_before(pae, nr_pages, tables, pt_base, run_end, xen_map_end,
+                                       shared_info))
 
+
+def _xen_before(pae: bool, nr_pages: int, tables: list[TablePage], pt_base: int, run_end: int,
+                xen_map_end: int, shared_info: int) -> Snapshot:
     info = {"magic": XEN_MAGIC, "nr_pages": nr_pages, "shared_info": shared_info,
             "pt_base": x86.PAGE_OFFSET + pt_base, "nr_pt_frames": (run_end - pt_base) // x86.PAGE_SIZE,
             "hypervisor_virt_start": XEN_HVS[pae], "reserve_top": XEN_RESERVE[pae], "flags": 0}
-    before = Snapshot(
+    return Snapshot(
         label="before",
         registers={"cr0": XEN_CR0, "cr3": pt_base, "cr4": x86.CR4_PAE if pae else 0, "efer": 0},
         tables=tables, ranges=[],
         guest={"boot_alloc_cursor": run_end, "init_pg_tables_end": run_end,
                "boot_alloc_start": run_end, "init_map_end": xen_map_end, "start_info": info})
-    return XenStart(pae=pae, nr_pages=nr_pages, start_info=start_info, shared_info=shared_info,
-                    pte_a=pte_a, pte_b=pte_b, pt_base=pt_base, pmd=pmd, kernel_ptes=kernel_ptes,
-                    xen_map_end=xen_map_end, run_end=run_end, poisoned_entries=poisoned,
-                    before=before)

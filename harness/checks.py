@@ -416,6 +416,7 @@ class _Judged:
     large_level: str = "pgd"
     table_frames: set[int] = field(default_factory=set)
     may_be_ro: set[int] = field(default_factory=set)
+    hyp_frames: tuple[int, int] = (0, 0)  # pv=xen: the hypervisor's own pages [start, end)
     shared_va: int | None = None
 
     def bad(self, rule: str, expected: str, actual: str, **kw) -> None:
@@ -486,6 +487,14 @@ def _tables_read_only(j: _Judged) -> None:
         if r is not None and r.writable:
             j.bad("tables-read-only", "table page mapped read-only", "writable", level="pte",
                   va=va, span=x86.PAGE_SIZE, detail=f"table frame {f:#x}")
+    # The hypervisor's own pages: read-only from its start-of-day table on.
+    lo, hi = j.hyp_frames
+    for f in range(lo, min(hi, j.layout.linear_end - x86.PAGE_OFFSET), x86.PAGE_SIZE):
+        r = _range_at(j.ranges, j.starts, x86.PAGE_OFFSET + f)
+        if r is not None and r.writable:
+            j.bad("hypervisor-read-only", "hypervisor page mapped read-only", "writable",
+                  level="pte", va=x86.PAGE_OFFSET + f, span=x86.PAGE_SIZE,
+                  detail=f"hypervisor frame {f:#x}")
 
 
 def _no_user_in_kernel(j: _Judged) -> None:
@@ -594,7 +603,8 @@ INVARIANTS: tuple[tuple[str, str, Callable[[_Judged], None]], ...] = (
                "protections, executable up to and including __init_end's page, NX above iff "
                "NX is active, GLOBAL iff PGE; 4 KiB or large pages as PSE says", _lowmem),
     ("tables-read-only", "kernel-facts §7: under Xen every page-table page is mapped "
-                         "read-only", _tables_read_only),
+                         "read-only; docs/xen.md: so are the hypervisor's own pages",
+     _tables_read_only),
     ("no-user-in-kernel", "kernel-facts §2: no user access anywhere above PAGE_OFFSET",
      _no_user_in_kernel),
     ("beyond", "kernel-facts §4, §5: nothing mapped beyond lowmem, the fixmap and pkmap; "
@@ -631,9 +641,13 @@ def check_invariants(s: Scenario, layout: SpecLayout, swapper_pa: int, after: Sn
     j.table_frames = {t.phys & ~0xFFF for t in after.tables}
     if j.xen:
         # Under Xen, table frames are read-only; so may stay the hypervisor's own
-        # frames (its tables and the start info) and the zero page (docs/xen.md).
+        # frames (its tables, the start info, its state) and the zero page (docs/xen.md).
         j.may_be_ro = j.table_frames | {t.phys & ~0xFFF for t in (before.tables if before else [])}
         j.may_be_ro |= {f for f in (zero_pa, start_info_pa) if f is not None}
+        # Its own pages, as the image places them (records.read: hyp_frames).
+        lo, hi = ((before.guest or {}).get("hyp_frames") or (0, 0)) if before else (0, 0)
+        j.hyp_frames = (lo, hi)
+        j.may_be_ro |= set(range(lo, hi, x86.PAGE_SIZE))
         j.shared_va = layout.fix_to_virt(fixmap.FIX_PARAVIRT_BOOTMAP)
     for _name, _fact, rule in INVARIANTS:
         rule(j)

@@ -25,7 +25,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Callable, Protocol
 
-from . import fixmap, records, x86
+from . import bootstate, fixmap, records, x86
 from .elf import ElfError, KernelImage
 from .snapshot import Snapshot
 from .walker import CpuState, ImageMemory
@@ -174,6 +174,9 @@ class Layout:
     empty_zero_page: int  # physical
     init_end: int  # virtual __init_end, the inclusive end of is_kernel_text
     hypervisor_virt_start: int = 0  # pv=xen: where the hypervisor's area starts (else 0)
+    # pv=xen: the hypervisor stage's own pages, physical [start, end) from the image's
+    # __hyp_start/__hyp_end (docs/xen.md); (0, 0) natively or without them
+    hyp_frames: tuple[int, int] = (0, 0)
 
     def fix_to_virt(self, idx: int) -> int:
         return (self.fixaddr_top - (idx << x86.PAGE_SHIFT)) & MASK32
@@ -232,7 +235,8 @@ def compute_layout(config: KernelConfig, image: KernelImage,
         swapper_pg_dir=virt_to_phys(syms["swapper_pg_dir"]),
         empty_zero_page=virt_to_phys(syms["empty_zero_page"]),
         init_end=syms["__init_end"],
-        hypervisor_virt_start=XEN_HYPERVISOR_VIRT_START[config.pae] if xen else 0)
+        hypervisor_virt_start=XEN_HYPERVISOR_VIRT_START[config.pae] if xen else 0,
+        hyp_frames=bootstate.xen_hyp_frames(image.symbols) if xen else (0, 0))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -433,6 +437,7 @@ class XenHypervisor:
         self.flags: list[Violation] = []
         self.roots: set[int] = set()
         self.validated: set[int] = set()  # frames an earlier pin checked (not checked again)
+        self.own = k.layout.hyp_frames  # its own pages: no RW leaf may map them either
         self.mmu_updates = 0  # hyp_mmu_update calls received, performed or refused
         self.pins = 0  # hyp_pin calls
         root = k.cr3 & PAGE_MASK
@@ -508,6 +513,10 @@ class XenHypervisor:
         page = self.k.mem.pages.get(frame)
         return page is None or not any(e & x86.PRESENT for e in struct.unpack_from("<512Q", page))
 
+    def _protected(self, frame: int) -> bool:
+        """A leaf mapping it RW is kind 1: a table frame, or one of the hypervisor's own."""
+        return frame in self.tables or self.own[0] <= frame < self.own[1]
+
     def _linear_writable(self, frame: int, root: int | None = None) -> tuple[bool, int]:
         entry = self.k.leaf_entry(x86.PAGE_OFFSET + frame, root)
         if entry is None:
@@ -534,7 +543,7 @@ class XenHypervisor:
                 self._flag(HYP_AREA_WRITE, entry_pa, value, frame, self._va(frame, level, idx))
             if value & x86.PRESENT:
                 if level == "pte" or (level != "pdpt" and value & x86.PSE):  # a leaf
-                    if value & x86.RW and target in self.tables:
+                    if value & x86.RW and self._protected(target):
                         self._flag(WRITABLE_TABLE, entry_pa, value, target,
                                    self._va(frame, level, idx))
                 else:
@@ -565,8 +574,9 @@ class XenHypervisor:
         if level == "pte":
             tables, both = self.tables, x86.PRESENT | x86.RW
             idx0 = (entry_pa & (x86.PAGE_SIZE - 1)) // k.es
+            lo, hi = self.own
             for i in [i for i, v in enumerate(values)
-                      if v & both == both and (v & PAGE_MASK) in tables]:
+                      if v & both == both and ((v & PAGE_MASK) in tables or lo <= v & PAGE_MASK < hi)]:
                 self._flag(WRITABLE_TABLE, entry_pa + i * k.es, values[i],
                            values[i] & PAGE_MASK, self._va(frame, level, idx0 + i))
         k.write_run(entry_pa, values)

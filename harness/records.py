@@ -1,6 +1,7 @@
 """The guest's records, decoded as docs/guest-contract.md (and docs/xen.md) lay
 them out: its variables, the multiboot memory size, the paravirt hook log, the
-Xen-like start info, the hypervisor's audit record and counters, and the
+Xen-like start info, the hypervisor's audit record and counters (local symbols
+of its relocatable: harness.elf keeps those too) and its own pages, and the
 records of the tables at work: one per CPU, one per probe, the second
 pagetable's.
 
@@ -84,6 +85,11 @@ def read(read_physical: ReadPhysical, symbols: dict[str, int]) -> dict:
             raw = read_physical(pa_of(info_va), 4 * len(START_INFO_FIELDS))
             state["start_info"] = dict(zip(START_INFO_FIELDS,
                                            struct.unpack(f"<{len(START_INFO_FIELDS)}I", raw)))
+    if "__hyp_start" in symbols and "__hyp_end" in symbols:
+        # The hypervisor's own pages (docs/xen.md), from the image, not from memory:
+        # the invariants hold them read-only under pv=xen.
+        state["hyp_frames"] = [pa_of(symbols["__hyp_start"]),
+                               -(-pa_of(symbols["__hyp_end"]) // x86.PAGE_SIZE) * x86.PAGE_SIZE]
     if "hyp_violation_count" in symbols and "hyp_violations" in symbols:
         count = u32("hyp_violation_count")
         n = min(count, VIOLATIONS_MAX)

@@ -7,12 +7,12 @@
  * domain with a start-info block.
  *
  * It runs on head.S's boot tables, which map [0, init_map_end) at PAGE_OFFSET
- * and are only the vehicle that got it into protected mode with paging.
+ * and are only the vehicle that got it into protected mode with paging; what
+ * it needs of them comes in struct hyp_boot_params, not through symbols.
  */
 #include "hyp.h"
 #include "multiboot.h"
 #include "processor.h"
-#include "sections.h"
 #include "string.h"
 
 /* Xen maps at least this far past its bootstrap tables, in these units. */
@@ -24,12 +24,19 @@
 #else
 #define HYP_LEAF_RW 0x063 /* P RW A D */
 #endif
-#define HYP_LEAF_RO 0x061 /* P A D: page-table pages and the start-info page */
+#define HYP_LEAF_RO 0x061 /* P A D: page-table pages, the start-info page, the hypervisor's own */
 #define HYP_DIR_ENTRY 0x067 /* _PAGE_TABLE */
 #define HYP_PDPT_ENTRY 0x001
 
 struct hyp_domain hyp_domain;
 u32 hyp_poisoned_entries;
+/* The kernel's hand-over at the entry, kept in the hypervisor's own pages. */
+static struct hyp_boot_params boot;
+
+bool hyp_own_frame(u32 pfn)
+{
+	return pfn >= __pa(__hyp_start) >> PAGE_SHIFT && pfn < PFN_UP(__pa(__hyp_end));
+}
 
 static pteval_t *frame(u32 pfn)
 {
@@ -72,9 +79,9 @@ static void __noreturn refuse(enum guest_exit_code code, const char *reason)
 /* RAM as the multiboot loader reports it, in pages (capped at 4 GiB). */
 static u32 ram_pages(void)
 {
-	if (!(multiboot_info.flags & MULTIBOOT_INFO_MEMORY))
+	if (!(boot.mb_flags & MULTIBOOT_INFO_MEMORY))
 		refuse(GUEST_EXIT_BAD_CMDLINE, "the multiboot info has no memory size");
-	u64 end = 0x100000ULL + ((u64)multiboot_info.mem_upper << 10);
+	u64 end = 0x100000ULL + ((u64)boot.mb_mem_upper << 10);
 	if (end > 0x100000000ULL)
 		end = 0x100000000ULL;
 	return (u32)(end >> PAGE_SHIFT);
@@ -91,7 +98,7 @@ static u32 ram_pages(void)
 static void place_frames(void)
 {
 	struct hyp_domain *d = &hyp_domain;
-	u32 first = PFN_UP(init_pg_tables_end);
+	u32 first = PFN_UP(boot.pg_tables_end);
 	const u32 dir_frames = PTRS_PER_PMD > 1 ? 2 : 1;
 	u64 ram = (u64)d->nr_pages << PAGE_SHIFT;
 	u32 ptes = 0;
@@ -119,13 +126,14 @@ static void place_frames(void)
 	}
 	d->tables_end_pfn = d->kernel_pte_pfn + ptes;
 	/* The run is written through head.S's mapping. */
-	BUG_ON(((unsigned long)d->tables_end_pfn << PAGE_SHIFT) > init_map_end);
+	BUG_ON(((unsigned long)d->tables_end_pfn << PAGE_SHIFT) > boot.map_end);
 }
 
 static bool read_only_frame(u32 pfn)
 {
 	const struct hyp_domain *d = &hyp_domain;
-	return pfn == d->start_info_pfn || (pfn >= d->area_pte_pfn[0] && pfn < d->tables_end_pfn);
+	return pfn == d->start_info_pfn || (pfn >= d->area_pte_pfn[0] && pfn < d->tables_end_pfn) ||
+	       hyp_own_frame(pfn);
 }
 
 static void build_tables(void)
@@ -218,27 +226,31 @@ static struct start_info *fill_start_info(void)
 }
 
 /* Move the CPU from head.S's tables onto pt_base, then enforce read-only in
- * ring 0 too (CR0.WP). swapper_pg_dir is left empty for the kernel. */
+ * ring 0 too (CR0.WP). head.S's directory (swapper_pg_dir, found through CR3)
+ * is left empty for the kernel. */
 static void switch_to_domain_tables(void)
 {
 	unsigned long pt_base_pa = (unsigned long)hyp_domain.pt_base_pfn << PAGE_SHIFT;
+	pteval_t *boot_dir = __va(read_cr3() & PAGE_MASK);
 #ifdef CONFIG_X86_PAE
 	/* Still non-PAE on swapper_pg_dir: its first 32 bytes become the PDPT the
 	 * CPU loads when CR4.PAE goes on (only identity PDEs 0..7 are clobbered;
 	 * PAGE_OFFSET stays mapped), then CR3 moves to pt_base. */
 	for (unsigned i = 0; i < PTRS_PER_PGD; i++)
-		((volatile u64 *)swapper_pg_dir)[i] = frame(hyp_domain.pt_base_pfn)[i];
+		((volatile u64 *)boot_dir)[i] = frame(hyp_domain.pt_base_pfn)[i];
 	write_cr4(read_cr4() | X86_CR4_PAE);
 #endif
 	write_cr3(pt_base_pa);
-	memset(swapper_pg_dir, 0, PAGE_SIZE);
+	memset(boot_dir, 0, PAGE_SIZE);
 	write_cr0(read_cr0() | X86_CR0_WP);
 }
 
-void __noreturn hyp_start_domain(u32 poison)
+void __noreturn hyp_start_domain(const struct hyp_boot_params *params)
 {
 	struct hyp_domain *d = &hyp_domain;
 
+	boot = *params;
+	hyp_trap_init();
 #ifdef CONFIG_X86_PAE
 	/* A PAE domain runs in PAE from its first instruction. */
 	if (!(cpuid_edx(1) & (1u << X86_FEATURE_PAE_BIT)))
@@ -247,8 +259,8 @@ void __noreturn hyp_start_domain(u32 poison)
 	d->nr_pages = ram_pages();
 	place_frames();
 	build_tables();
-	if (poison)
-		poison_tables(poison);
+	if (boot.poison)
+		poison_tables(boot.poison);
 	struct start_info *si = fill_start_info();
 	printk("xen hypervisor hvs=0x%08lx nr_pages=0x%x start_info=0x%08x shared_info=0x%08x "
 	       "area_pte=0x%08x,0x%08x pt_base=0x%08x nr_pt_frames=%u xen_map_end=0x%08lx "
@@ -257,7 +269,7 @@ void __noreturn hyp_start_domain(u32 poison)
 	       si->shared_info, d->area_pte_pfn[0] << PAGE_SHIFT, d->area_pte_pfn[1] << PAGE_SHIFT,
 	       si->pt_base, si->nr_pt_frames, d->map_end, d->tables_end_pfn << PAGE_SHIFT);
 
+	hyp_mm_start(); /* its last store into its own pages before WP goes on */
 	switch_to_domain_tables();
-	hyp_mm_start();
 	xen_start_kernel(si);
 }

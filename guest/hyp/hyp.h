@@ -1,12 +1,18 @@
 /*
  * The guest's Xen-like "hypervisor" stage (docs/xen.md). Linked into the same
- * image as the kernel but conceptually outside it: it uses none of the
- * kernel's mm code (init.c, paravirt.c, bootmem.c), only guest/lib and the
- * plain definitions of the headers.
+ * image as the kernel but outside it: the Makefile links these objects with a
+ * private copy of guest/lib (its symbols renamed hyp_lib_*, so no name is
+ * defined twice) into one relocatable (hyp.o) whose only global symbol is
+ * hyp_start_domain, and its only outside reference is the domain's
+ * entry, xen_start_kernel (plus kernel.lds's __hyp_start/__hyp_end). The
+ * kernel comes back in only through the hypercall gate (vector 0x82). All of
+ * the hypervisor's state (this file's variables, the IDT) lies in its own
+ * pages, [__hyp_start, __hyp_end), which the domain's tables map read-only.
  *
  *   domain_build.c  builds the start-of-day pagetable, switches the CPU onto
  *                   it and starts the domain (xen_start_kernel)
- *   mm.c            the hypercalls, the table-frame tracking and the audit
+ *   hypercall.c     the IDT it owns, the 0x82 gate's entry and the dispatcher
+ *   mm.c            the mm hypercalls, the table-frame tracking and the audit
  *                   that records violations instead of trusting the kernel
  */
 #ifndef GUEST_HYP_HYP_H
@@ -67,6 +73,28 @@ _Static_assert(sizeof(struct hyp_violation) == 24, "docs/xen.md: 24-byte records
 #define HYP_VIOLATIONS_MAX 1024
 extern struct hyp_violation hyp_violations[HYP_VIOLATIONS_MAX];
 extern u32 hyp_violation_count;
+
+/* The hypervisor's own pages (kernel.lds): read-only in the domain's tables. */
+extern char __hyp_start[], __hyp_end[];
+bool hyp_own_frame(u32 pfn);
+/* Entries poison= filled (DOMINFO_POISONED_ENTRIES). */
+extern u32 hyp_poisoned_entries;
+
+/* hypercall.c: take over the IDT (the boot IDT's exception gates and the
+ * hypercall gate); the gate's C side. */
+void hyp_trap_init(void);
+u32 hyp_do_hypercall(u32 nr, u32 a1, u32 a2, u32 a3);
+
+/* mm.c: the mm hypercalls, each run with CR0.WP already cleared by the
+ * dispatcher (table pages and the hypervisor's own are read-only). */
+int hyp_mmu_update(void *entry_va, u64 value);
+unsigned hyp_mmu_update_batch(const struct mmu_update *req, unsigned count);
+void hyp_new_baseptr(unsigned long pa);
+void hyp_announce(u32 pfn, enum hyp_table_level level);
+void hyp_pin(u32 pfn);
+void hyp_invlpg(unsigned long va);
+/* The violation report on the serial log (at the domain's exit). */
+void hyp_report(void);
 
 /* mm.c: frame types, table access, and what domain_build.c hands over. */
 void hyp_set_frame_type(u32 pfn, enum hyp_frame_type type);

@@ -209,7 +209,8 @@ static void audit_link(const struct update *u)
 }
 
 /* A leaf (4 KiB, or a large page of 2^shift bytes) must not map a table
- * frame writable. */
+ * frame writable, nor one of the hypervisor's own frames (recorded as kind 1
+ * too: docs/xen.md). */
 static void audit_leaf(const struct update *u, unsigned shift)
 {
 	if ((u->value & (_PAGE_PRESENT | _PAGE_RW)) != (_PAGE_PRESENT | _PAGE_RW))
@@ -217,7 +218,7 @@ static void audit_leaf(const struct update *u, unsigned shift)
 	u32 pages = 1u << (shift - PAGE_SHIFT);
 	u32 first = entry_pfn(u->value) & ~(pages - 1);
 	for (u32 pfn = first; pfn < first + pages; pfn++) {
-		if (hyp_frame_type(pfn) != HYP_FRAME_NONE) {
+		if (hyp_frame_type(pfn) != HYP_FRAME_NONE || hyp_own_frame(pfn)) {
 			record_update(HYP_WRITABLE_TABLE, u, pfn);
 			return;
 		}
@@ -305,15 +306,7 @@ static void store_entry(void *entry, u64 value)
 #endif
 }
 
-/* Table pages are read-only, in ring 0 too: WP is off only around the stores. */
-static unsigned long write_protect_off(void)
-{
-	unsigned long cr0 = read_cr0();
-	write_cr0(cr0 & ~X86_CR0_WP);
-	return cr0;
-}
-
-/* Audit one update and, unless refused, store it. WP must be off. */
+/* Audit one update and, unless refused, store it. WP is off (the dispatcher). */
 static bool update_entry(void *entry_va, u64 value)
 {
 	unsigned long va = (unsigned long)entry_va;
@@ -340,17 +333,14 @@ static bool update_entry(void *entry_va, u64 value)
 
 int hyp_mmu_update(void *entry_va, u64 value)
 {
-	unsigned long cr0 = write_protect_off();
-	bool done = update_entry(entry_va, value);
-	write_cr0(cr0);
-	return done ? 0 : -1;
+	return update_entry(entry_va, value) ? 0 : -1;
 }
 
-/* One WP toggle for the lot: in TCG each toggle flushes the whole TLB. */
+/* One hypercall (one WP toggle) for the lot: in TCG each toggle flushes the
+ * whole TLB. */
 unsigned hyp_mmu_update_batch(const struct mmu_update *req, unsigned count)
 {
 	unsigned refused = 0;
-	unsigned long cr0 = write_protect_off();
 #ifdef MUTANT_AUDIT_NO_BATCH
 	/* mutant: the batch is trusted, counted and stored as it comes */
 	for (unsigned i = 0; i < count; i++, hyp_mmu_update_count++)
@@ -359,7 +349,6 @@ unsigned hyp_mmu_update_batch(const struct mmu_update *req, unsigned count)
 	for (unsigned i = 0; i < count; i++)
 		refused += !update_entry(req[i].ptr, req[i].val);
 #endif
-	write_cr0(cr0);
 	return refused;
 }
 
@@ -528,7 +517,7 @@ static const char *const kind_names[] = {
 };
 
 /* At the domain's exit, whatever the exit: the record, for a person to read. */
-static void report(void)
+void hyp_report(void)
 {
 	u32 n = hyp_violation_count;
 	u32 shown = n < HYP_REPORT_LINES ? n : HYP_REPORT_LINES;
@@ -542,7 +531,10 @@ static void report(void)
 	}
 }
 
+/* The hypervisor's own exits (crash_domain) report too; the domain's come
+ * through __HYPERVISOR_domain_exit. guest_exit_notifier is the hypervisor's
+ * private copy of guest/lib's. */
 void hyp_mm_start(void)
 {
-	guest_exit_notifier = report;
+	guest_exit_notifier = hyp_report;
 }

@@ -16,4 +16,7 @@ struct idt_gate {
  * as present, DPL 0, 32-bit interrupt gates. */
 void fill_idt(struct idt_gate idt[32], const u32 stubs[32], u16 selector);
 
+/* The BSP's 32 exception gates (traps.c), as trap_init loaded them. */
+const struct idt_gate *exception_gates(void);
+
 #endif

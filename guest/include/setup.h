@@ -23,6 +23,8 @@ struct boot_options {
 	} pvbug; /* pvbug= (pv=xen only, docs/xen.md) */
 	bool have_fault;
 	unsigned long fault_addr; /* fault= */
+	bool have_poke;
+	unsigned long poke_addr; /* poke=: test-only, a word written after paging_init_done */
 	enum { HANG_NONE, HANG_EARLY, HANG_LATE } hang; /* hang=: a guest that never ends */
 	u32 poison; /* poison=: junk for free pages and empty table entries (0: none) */
 	u32 smp_cpus; /* smp=N, 1..NR_CPUS: CPUs to bring up; parse_boot_options sets 1 (the BSP only) unless smp= says more */

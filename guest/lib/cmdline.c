@@ -169,6 +169,11 @@ static int parse_word(const char *word, struct boot_options *opts)
 			return bad(word, "fault= needs a 32-bit hex address");
 		opts->have_fault = true;
 		opts->fault_addr = (unsigned long)v;
+	} else if (KEY("poke")) {
+		if (parse_number(val, 16, &v, &end) || *end || v > 0xffffffffULL || (v & 3))
+			return bad(word, "poke= needs a 32-bit hex address, 4-byte aligned");
+		opts->have_poke = true;
+		opts->poke_addr = (unsigned long)v;
 	} else {
 		return bad(word, "unknown knob");
 	}

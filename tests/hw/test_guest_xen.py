@@ -237,6 +237,9 @@ def test_patched_boots_with_zero_violations(tmp_path, variant, size, nx):
     hyp_tables = (lay.tables_end - lay.area_pte[0]) // PAGE
     ro = b.event("selfcheck xen")
     assert int(ro["read_only_pages"]) == 1 + hyp_tables + pmd_copies + allocated + 2, b.context()
+    # ... and the hypervisor's own pages, none of them writable.
+    hyp_pages = (symbol(variant, "__hyp_end") - symbol(variant, "__hyp_start")) // PAGE
+    assert hyp_pages > 0 and int(ro["hyp_pages"]) == hyp_pages, b.context()
     assert b.number("selfcheck lowmem", "pages") == max_low_pfn, b.context()
     fix = b.event("selfcheck fixmap")
     assert (int(fix["start"], 0), int(fix["end"], 0)) == m.fixmap, b.context()
@@ -402,16 +405,20 @@ def test_pvbug_records(tmp_path, variant, bug):
 
 @pytest.mark.parametrize("variant", ("nopae-patched", "pae-patched"))
 def test_hypervisor_counters(tmp_path, variant):
-    """hyp_mmu_update_count and hyp_pin_count are u32s in the bss; the log's
-    mmu_updates= is the former. writable-pt skips exactly one hypercall (the
-    make-read-only of that page), batch-hv-write adds exactly one entry."""
+    """hyp_mmu_update_count and hyp_pin_count are u32s in the hypervisor's own
+    pages [__hyp_start, __hyp_end), local symbols of its relocatable (nothing
+    of the kernel can link to them); the log's mmu_updates= is the former.
+    writable-pt skips exactly one hypercall (the make-read-only of that page),
+    batch-hv-write adds exactly one entry."""
     with open(GUEST / "build" / variant / "kernel.elf", "rb") as f:
         elf = ELFFile(f)
-        bss = elf.get_section_by_name(".bss")
+        hyp = elf.get_section_by_name(".hyp")
+        assert hyp["sh_addr"] == symbol(variant, "__hyp_start")
+        assert hyp["sh_addr"] + hyp["sh_size"] <= symbol(variant, "__hyp_end")
         for name in ("hyp_mmu_update_count", "hyp_pin_count"):
             sym = elf.get_section_by_name(".symtab").get_symbol_by_name(name)[0]
-            assert sym["st_size"] == 4 and sym["st_info"]["bind"] == "STB_GLOBAL", name
-            assert bss["sh_addr"] <= sym["st_value"] < bss["sh_addr"] + bss["sh_size"], name
+            assert sym["st_size"] == 4 and sym["st_info"]["bind"] == "STB_LOCAL", name
+            assert hyp["sh_addr"] <= sym["st_value"] < hyp["sh_addr"] + hyp["sh_size"], name
     updates = {}
     for bug in ("", "writable-pt", "batch-hv-write"):
         b = xen_boot(tmp_path, variant, append=f"pvbug={bug}" if bug else "")

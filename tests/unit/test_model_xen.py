@@ -51,7 +51,7 @@ def cfg(**kw) -> KernelConfig:
 def run(**kw):
     config = cfg(**kw)
     xs = bx.start_of_day(config.pae, config.ram_bytes >> 12)
-    return xs, predict(xs.before, config, bs.image())
+    return xs, predict(xs.before, config, bx.image())
 
 
 def top(p, idx):
@@ -99,22 +99,22 @@ def tree_frames(mem, cpu):
     (True, 0xF57FD000, 0x12802000, 0x2D7FE000, 0xF5600000, 0xF5800000, 0xF5400000),
 ])
 def test_layout_constants(pae, fixaddr_top, vmalloc, maxmem, fix_start, fix_end, pkmap):
-    lay = model.compute_layout(cfg(pae=pae, ram_bytes=1024 * M), bs.image())
+    lay = model.compute_layout(cfg(pae=pae, ram_bytes=1024 * M), bx.image())
     assert lay.hypervisor_virt_start == bx.HVS[pae]
     assert lay.fixaddr_top == fixaddr_top
     assert lay.vmalloc_reserve == vmalloc and lay.maxmem == maxmem
     assert lay.max_low_pfn == maxmem >> 12
     assert (lay.fixmap_start, lay.fixmap_end, lay.pkmap_base) == (fix_start, fix_end, pkmap)
     # Pre-patch: the same start, but the range runs to the wrap.
-    lay = model.compute_layout(cfg(pae=pae, prepatch=True), bs.image())
+    lay = model.compute_layout(cfg(pae=pae, prepatch=True), bx.image())
     assert (lay.fixmap_start, lay.fixmap_end) == (fix_start, 0)
 
 
 def test_layout_max_pfn_from_nr_pages_and_mem_limit():
     # nr_pages wins over ram_bytes; mem= still caps it.
-    lay = model.compute_layout(cfg(ram_bytes=ram(128)), bs.image(), nr_pages=0x4000)
+    lay = model.compute_layout(cfg(ram_bytes=ram(128)), bx.image(), nr_pages=0x4000)
     assert (lay.max_pfn, lay.max_low_pfn) == (0x4000, 0x4000)
-    lay = model.compute_layout(cfg(mem_limit=32 * M), bs.image(), nr_pages=0x7FE0)
+    lay = model.compute_layout(cfg(mem_limit=32 * M), bx.image(), nr_pages=0x7FE0)
     assert (lay.max_pfn, lay.max_low_pfn) == (0x2000, 0x2000)
 
 
@@ -357,9 +357,9 @@ def test_poison_patched_same_prediction(pae, mib):
     # present, so the keep-RW rule does not apply to them.  Everything the kernel builds,
     # the records (none) and the hypercall counts are the unpoisoned ones.
     config = cfg(pae=pae, ram_bytes=ram(mib), cpu_nx=pae)
-    clean = predict(bx.start_of_day(pae, ram(mib) >> 12).before, config, bs.image())
+    clean = predict(bx.start_of_day(pae, ram(mib) >> 12).before, config, bx.image())
     xs = poisoned(pae, mib)
-    dirty = predict(xs.before, config, bs.image())
+    dirty = predict(xs.before, config, bx.image())
     assert dirty.allocations == clean.allocations and dirty.hook_log == clean.hook_log
     assert (dirty.mmu_updates, dirty.pins) == (clean.mmu_updates, clean.pins)
     assert dirty.hypervisor_flags == [] and dirty.cpu == clean.cpu
@@ -385,7 +385,7 @@ def test_poison_prepatch_nonpae_junk_linear_map_pde_is_a_wild_pointer():
     # would write PTEs through 0xDEAD0000, outside lowmem (0x7FE0000): the kernel faults.
     xs = poisoned(False, 128)
     with pytest.raises(model.WildTablePointer, match="0xdead0000 is outside lowmem"):
-        predict(xs.before, cfg(prepatch=True), bs.image())
+        predict(xs.before, cfg(prepatch=True), bx.image())
 
 
 def test_poison_prepatch_nonpae_small_ram_faults_in_set_fixmap():
@@ -396,7 +396,7 @@ def test_poison_prepatch_nonpae_small_ram_faults_in_set_fixmap():
     # to the derived page 0xDEAD0000 and writes entry 0x3C6 there: outside lowmem.
     xs = poisoned(False, 6)
     with pytest.raises(model.WildTablePointer, match=r"0xdead0f18 is outside lowmem"):
-        predict(xs.before, cfg(prepatch=True, ram_bytes=ram(6)), bs.image())
+        predict(xs.before, cfg(prepatch=True, ram_bytes=ram(6)), bx.image())
 
 
 # ------------------------------------------------------------ the walker on the prediction
@@ -424,7 +424,7 @@ def test_reservetop_not_allowed_with_xen():
 
 
 def _predict(xs, **kw):
-    return predict(xs.before, cfg(pae=xs.pae, **kw), bs.image())
+    return predict(xs.before, cfg(pae=xs.pae, **kw), bx.image())
 
 
 def test_missing_start_info():
