@@ -111,7 +111,9 @@ def cmd_walk(args: argparse.Namespace, out=sys.stdout) -> int:
     if args.json == "-":
         out = sys.stderr  # stdout carries the snapshot
     with MiSession(args.gdb_binary, transcript=args.transcript) as gdb:
-        gdb.connect(args.gdb)  # QEMU stops the guest when gdb connects
+        # QEMU stops the guest when gdb connects. Only the oracle's long monitor
+        # output needs the ack-dropping relay (gdbmi.relay_main).
+        gdb.connect(args.gdb, relay=args.oracle, check_stub=True)
         was_running = _was_running(gdb)
         try:
             return _walk_attached(gdb, args, out)

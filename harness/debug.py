@@ -18,10 +18,15 @@ import threading
 from pathlib import Path
 from typing import Iterator
 
-import pexpect
+from typing import TYPE_CHECKING
 
-from . import qemu, runner, scenarios
+from . import qemu, scenarios
 from .scenarios import Scenario
+
+if TYPE_CHECKING:  # runner (every layer) and pexpect load when a session starts,
+    import pexpect  # so that the CLI's parser can read POINTS cheaply
+
+    from . import runner
 
 POINTS = ("entry", "done", "work", "fault")
 PROMPT = r"\(gdb\) "
@@ -35,6 +40,7 @@ def gdb_argv(s: Scenario, opt: runner.RunOptions, at: str, kernel: Path, endpoin
     """gdb's command line: the ELF, our commands, the target, `pt start`."""
     # gdb embeds its own Python; it finds the harness (and pyelftools for the
     # model) on the paths of this interpreter when the versions agree.
+    from . import runner
     paths = [str(runner.REPO)]
     if sys.version_info[:2] == _gdb_python_version(opt.gdb):
         paths += sorted({sysconfig.get_paths()["purelib"], sysconfig.get_paths()["platlib"]})
@@ -81,6 +87,9 @@ def debug(s: Scenario, opt: runner.RunOptions, at: str = "done", *,
     stdout = stdout or sys.stdout
     if not stdin.isatty():
         raise DebugError("ptharness debug is interactive: it needs a terminal")
+    import pexpect
+
+    from . import runner
     kernel = runner.kernel_path(s, opt)
     art = runner.artifacts_dir(s, opt) / "debug"
     art.mkdir(parents=True, exist_ok=True)

@@ -377,17 +377,24 @@ class MiSession:
         return "".join(streams)
 
     # -- target ----------------------------------------------------------------------------
-    def connect(self, endpoint: str, timeout: float = 20.0, *, relay: bool = True) -> dict:
+    def connect(self, endpoint: str, timeout: float = 20.0, *, relay: bool = True,
+                check_stub: bool = False) -> dict:
         """Attach to a gdbstub: a unix socket path or HOST:PORT. QEMU stops the
         guest when gdb connects. gdb talks to it through the ack-dropping
         relay (see relay_main) unless `relay` is False: a caller that never
-        has QEMU print much through `monitor` saves a process. Returns the
-        *stopped record of the attach."""
+        has QEMU print much through `monitor` saves a process. check_stub
+        (without the relay, which checks by itself): first make sure, within
+        3 s, that the endpoint speaks the gdb protocol, so that anything else
+        is named at once. Returns the *stopped record of the attach."""
         _check_endpoint(endpoint)
+        if check_stub and not relay and not isinstance(self._io, ReplayTransport):
+            problem = probe_gdbstub(endpoint)
+            if problem:
+                raise ConnectError(f"cannot reach the gdbstub at {endpoint}: {problem}")
         listen = self._start_relay(endpoint, timeout) if relay else endpoint
         self._stops.clear()
         try:
-            self._execute(f"-target-select remote {listen}", timeout)
+            self._target_select(listen, timeout)
         except (GdbError, TargetGone, MiTimeout) as e:
             msg = self._relay_said() or (e.msg if isinstance(e, GdbError) else str(e))
             raise ConnectError(f"cannot reach the gdbstub at {endpoint}: "
@@ -395,6 +402,20 @@ class MiSession:
         self.connected_to = endpoint
         self._pmemsave_ok = None
         return self._stops.pop() if self._stops else {}
+
+    def _target_select(self, listen: str, timeout: float) -> None:
+        """`target remote`. A QEMU just started may have its socket file bound
+        but not yet listening: a refused unix socket is tried again for 1 s."""
+        deadline = time.monotonic() + 1.0
+        while True:
+            try:
+                self._execute(f"-target-select remote {listen}", timeout)
+                return
+            except GdbError as e:
+                if ("Connection refused" not in e.msg or "/" not in listen
+                        or time.monotonic() > deadline):
+                    raise
+                time.sleep(0.01)
 
     def _start_relay(self, endpoint: str, timeout: float) -> str:
         if self._relay is not None:
@@ -849,6 +870,42 @@ def _open_stub_socket(endpoint: str) -> socket.socket:
     return sock
 
 
+_FIRST_ANSWER_WAIT = 3.0  # seconds a gdbstub may take to answer its first packet
+
+
+def _not_gdb_protocol(endpoint: str, data: bytes) -> str | None:
+    """A gdbstub's first bytes are an ack or a packet; anything else (an HTTP
+    server, an SSH banner) is said at once instead of gdb timing out."""
+    if data[:1] in (b"+", b"$", b"%"):
+        return None
+    return f"{endpoint} does not speak the gdb remote protocol: it answered {bytes(data[:40])!r}"
+
+
+def _no_first_answer(endpoint: str) -> str:
+    return (f"{endpoint} did not answer gdb's first packet within {_FIRST_ANSWER_WAIT:.0f}s: "
+            "not a gdbstub (or its QEMU is stopped)")
+
+
+def probe_gdbstub(endpoint: str) -> str | None:
+    """Why `endpoint` is no usable gdbstub, or None: one `?` packet on a
+    connection of its own (QEMU takes one client at a time, and stops the
+    guest on connect as gdb's own connection would)."""
+    try:
+        sock = _open_stub_socket(endpoint)
+    except OSError as e:
+        return e.strerror or str(e)
+    with sock:
+        try:
+            sock.sendall(b"$?#3f")
+            sock.settimeout(_FIRST_ANSWER_WAIT)
+            data = sock.recv(64)
+        except socket.timeout:
+            return _no_first_answer(endpoint)
+        except OSError as e:
+            return e.strerror or str(e)
+    return _not_gdb_protocol(endpoint, data) if data else f"{endpoint} closed the connection"
+
+
 def _drop_acks(data: bytes, state: list[int]) -> bytes:
     """The gdb-to-stub byte stream without the '+' acks between packets.
     state[0]: 0 between packets, 1 inside one, 2/3 checksum digits to come."""
@@ -920,9 +977,9 @@ def _relay(gdb: socket.socket, stub: socket.socket, endpoint: str) -> int:
     while True:
         r, _, _ = select.select([gdb, stub], [s for s in (gdb, stub) if queue[s]], [],
                                 0.5 if first_answer else None)
-        if first_answer and asked_at is not None and not r and time.monotonic() - asked_at > 3:
-            print(f"{endpoint} did not answer gdb's first packet within 3s: not a gdbstub "
-                  "(or its QEMU is stopped)", flush=True)
+        if (first_answer and asked_at is not None and not r
+                and time.monotonic() - asked_at > _FIRST_ANSWER_WAIT):
+            print(_no_first_answer(endpoint), flush=True)
             return 3
         for src in r:
             try:
@@ -935,12 +992,10 @@ def _relay(gdb: socket.socket, stub: socket.socket, endpoint: str) -> int:
                 data = _drop_acks(data, state)
                 asked_at = asked_at or time.monotonic()
             elif first_answer:
-                # A gdbstub's first bytes are an ack or a packet; anything else (an
-                # HTTP server, an SSH banner) is said now instead of gdb timing out.
                 first_answer = False
-                if data[:1] not in (b"+", b"$", b"%"):
-                    print(f"{endpoint} does not speak the gdb remote protocol: it answered "
-                          f"{bytes(data[:40])!r}", flush=True)
+                problem = _not_gdb_protocol(endpoint, data)
+                if problem:
+                    print(problem, flush=True)
                     return 3
             queue[peer[src]] += data
         for dst in (gdb, stub):
