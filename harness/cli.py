@@ -18,12 +18,11 @@ import datetime
 import sys
 from typing import Callable
 
-from . import __version__, oracle, walker
+from . import __version__
+# Only what every command needs, and the walk's gdb session: a walk starts gdb
+# first and loads the walker, the report and the snapshot while gdb starts up.
 from .gdbmi import GdbMemory, MiError, MiSession
-from .report import format_cpu, format_ranges, format_va_walk
 from .qemu import QemuError, Terminated
-from .scenarios import UnknownScenario
-from .snapshot import Snapshot, SnapshotError
 
 EXIT_OK, EXIT_DISAGREE, EXIT_ERROR, EXIT_INTERRUPTED = 0, 1, 2, 130  # SIGTERM: 143
 
@@ -111,6 +110,7 @@ def cmd_walk(args: argparse.Namespace, out=sys.stdout) -> int:
     if args.json == "-":
         out = sys.stderr  # stdout carries the snapshot
     with MiSession(args.gdb_binary, transcript=args.transcript) as gdb:
+        from . import oracle, report, snapshot, walker  # noqa: F401 - loaded while gdb starts
         # QEMU stops the guest when gdb connects. Only the oracle's long monitor
         # output needs the ack-dropping relay (gdbmi.relay_main).
         gdb.connect(args.gdb, relay=args.oracle, check_stub=True)
@@ -142,6 +142,9 @@ def _leave(gdb: MiSession, was_running: bool) -> None:
 
 
 def _walk_attached(gdb: MiSession, args: argparse.Namespace, out) -> int:
+    from . import oracle, walker
+    from .report import format_cpu, format_ranges, format_va_walk
+    from .snapshot import Snapshot
     names = ["cr0", "cr3", "cr4", "efer"]
     try:
         regs = gdb.registers(names)
@@ -418,6 +421,7 @@ def _write_json(target: str, doc) -> None:
 
 def cmd_diff(args: argparse.Namespace, out=sys.stdout) -> int:
     from .diff import diff
+    from .snapshot import Snapshot
     d = diff(Snapshot.load(args.a), Snapshot.load(args.b))
     if args.json:
         _write_json(args.json, d.to_dict(args.a, args.b))
@@ -595,6 +599,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _user_errors() -> tuple[type[Exception], ...]:
+    """What a command reports in one line (exit 2): bad input or environment."""
+    from .oracle import OracleError
+    from .scenarios import UnknownScenario
+    from .snapshot import SnapshotError
+    return (CliError, MiError, QemuError, OracleError, SnapshotError, OSError, ValueError,
+            UnknownScenario)
+
+
 def main(argv: list[str] | None = None) -> int:
     import logging
     import signal
@@ -625,8 +638,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("ptharness: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
-    except (CliError, MiError, QemuError, oracle.OracleError, SnapshotError, OSError,
-            ValueError, UnknownScenario) as e:
+    except Exception as e:
+        if not isinstance(e, _user_errors()):
+            raise  # a bug of ours: the traceback says where
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         print(f"ptharness: error: {first}", file=sys.stderr)
         return EXIT_ERROR

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from . import x86
-from .walker import CpuState, ImageMemory, Problem, Range, TablePage, Walk, merge
+from .walker import CpuState, ImageMemory, Problem, Range, Series, TablePage, Walk, merge
 
 FORMAT = "ptharness-snapshot"
 VERSION = 2
@@ -79,6 +79,9 @@ def encode_entries(entries: dict[int, int]) -> str:
     `I:V` (entry I holds V) or `I-J:V+S` (entries I..J hold V, V+S, V+2S, ...)."""
     if not entries:
         return ""
+    if isinstance(entries, Series) and entries.count >= 3:  # the walker's uniform pages
+        return (f"{entries.start}-{entries.start + entries.count - 1}:"
+                f"{entries.first:#x}+{entries.step:#x}")
     idx, vals = list(entries), list(entries.values())
     n, i0, v0 = len(idx), idx[0], vals[0]
     # Fast path: consecutive entries with one stride, what a lowmem PTE page (or
@@ -122,7 +125,8 @@ def decode_entries(text: str, limit: int) -> dict[int, int]:
         raise _Malformed(f"is a JSON {type(text).__name__}, not a string of runs")
     out: dict[int, int] = {}
     nxt = 0  # runs come in increasing index order and do not overlap
-    for tok in text.split():
+    tokens = text.split()
+    for tok in tokens:
         head, colon, value = tok.partition(":")
         first, dash, last = head.partition("-")
         try:
@@ -147,6 +151,8 @@ def decode_entries(text: str, limit: int) -> dict[int, int]:
             raise _Malformed(f"{tok!r}: a value outside 0..2**64-1")
         if i == j:
             out[i] = v
+        elif len(tokens) == 1:
+            return Series(i, j - i + 1, v, step)  # one run: kept as the walker keeps it
         else:
             out.update(zip(_KEYS[i:j + 1], _run(v, step, j - i + 1).tolist()))
         nxt = j + 1
