@@ -17,7 +17,7 @@ expected against actual; report.py groups them into ranges.
 from __future__ import annotations
 
 import bisect
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Iterable
 
 from . import bootstate, fixmap, records, x86
@@ -798,7 +798,7 @@ def check_hypervisor_audit(state: dict, pae: bool) -> list[Finding]:
         if key in seen:
             f = out[seen[key]]
             if "again at pin" not in f.detail:
-                out[seen[key]] = Finding(**{**f.__dict__, "detail": f.detail + "; found again at pin"})
+                out[seen[key]] = replace(f, detail=f.detail + "; found again at pin")
             continue
         seen[key] = len(out)
         span = {1: x86.PAGE_SIZE, 2: chunk, 4: 1 << 30}.get(kind, 0)

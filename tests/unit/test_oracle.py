@@ -74,3 +74,28 @@ def test_bad_output_is_an_error():
     with pytest.raises(oracle.OracleError, match="unexpected line"):
         oracle.parse_tlb("unknown command: 'info tlbx'\n")
     assert oracle.parse_tlb("PG disabled\r\n") == {}
+
+
+@pytest.mark.parametrize("case", sorted(g.CORNER_CASES))
+def test_the_expected_text_is_qemus_byte_for_byte(case):
+    """The fast path of compare(): what the walk says QEMU must print is the
+    recorded `info tlb` exactly, so a passing run never falls back to parsing;
+    a walk with rejected entries has no such text. (QEMU ends its lines with
+    CRLF, as QMP hands them over; the recordings came through gdb's monitor,
+    which kept only the LF.)"""
+    lay = g.CORNER_CASES[case]()
+    walk = walker.walk(lay.memory(), lay.cpu)
+    expected = oracle.expected_tlb_bytes(walk)
+    if walk.problems:
+        assert expected is None
+        return
+    qemu = (TLB / f"{case}.tlb").read_bytes()
+    assert b"\r" not in qemu
+    assert expected == qemu.replace(b"\n", b"\r\n")
+    # and one entry different is one line different
+    wrong = walker.walk(g.CORNER_CASES[case]().memory(), lay.cpu)
+    run = wrong.leaves.runs[0]
+    wrong.leaves.runs[0] = run._replace(entry=run.entry ^ x86.RW)
+    changed = [a != b for a, b in zip(oracle.expected_tlb_bytes(wrong).split(b"\r\n"),
+                                      expected.split(b"\r\n"))]
+    assert sum(changed) == run.count

@@ -201,3 +201,29 @@ def test_benchmark_state_is_one_range():
     # Range flags leave out A/D (0x060).
     assert merge(w.leaves) == [Range(0xC0000000, 0, 896 << 20, 0x1000, 0x103 | x86.NX,
                                      True, False, False, True)]
+
+
+def test_a_uniform_pte_page_is_kept_as_a_series_equal_to_its_entries():
+    """A PTE page mapping 512 consecutive pages with one set of flags is a
+    Series; one entry off (a hole, a flag, an address) makes it a plain dict.
+    Either way the entries read as the page holds them."""
+    from harness.walker import Series
+    lay = g.kernel_map_4k(4)  # two PTE pages at 0x200000 and 0x201000
+    mem = lay.memory()
+    w = walk(mem, lay.cpu)
+    ptes = [t for t in w.tables if t.level == "pte"]
+    assert [type(t.entries) for t in ptes] == [Series, Series]
+    first = 0x163 | x86.NX
+    as_dict = {k: first + k * 0x1000 for k in range(512)}
+    assert ptes[0].entries == as_dict and as_dict == ptes[0].entries
+    assert ptes[0].entries[511] == first + 511 * 0x1000 and 512 not in ptes[0].entries
+    assert dict(ptes[0].entries.items()) == as_dict and len(ptes[0].entries) == 512
+    assert ptes[0].entries != ptes[1].entries
+    import pickle
+    assert pickle.loads(pickle.dumps(ptes[1].entries)) == ptes[1].entries
+    for k, value in ((7, 0), (7, first + 7 * 0x1000 + 0x1000), (511, (first + 511 * 0x1000) ^ x86.RW)):
+        broken = lay.memory()
+        broken.write_entry(0x200000 + 8 * k, 8, value)
+        page = next(t for t in walk(broken, lay.cpu).tables if t.phys == 0x200000)
+        assert type(page.entries) is dict
+        assert page.entries == {i: v for i, v in {**as_dict, k: value}.items() if v}
