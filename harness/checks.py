@@ -939,6 +939,7 @@ class Verdict:
     ran: list[str] = field(default_factory=list)
     skipped: dict[str, str] = field(default_factory=dict)
     figures: dict[str, str] = field(default_factory=dict)  # check -> what it measured
+    seconds: dict[str, float] = field(default_factory=dict)  # layer -> time judging
 
     def failed_rules(self) -> frozenset[tuple[str, str]]:
         return frozenset((f.check, f.rule) for f in self.findings)

@@ -3,6 +3,7 @@ pagetable_init entry -> snapshot after paging_init -> guest exit -> checks ->
 report and artifacts.  The CLI and the pytest plugin both call run()."""
 from __future__ import annotations
 
+import contextlib
 import errno
 import json
 import logging
@@ -15,7 +16,7 @@ import uuid
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import ContextManager, Protocol
+from typing import ContextManager, Iterator, Protocol
 
 from . import (boot, checks, elf, fault, fixmap, gdbmi, model, oracle, probes, qemu, records, smp,
                walker, work, x86)
@@ -363,6 +364,7 @@ class Evidence:
     prediction: Future | None = None   # predict(before), computed while the guest runs
     work_prediction: Future | None = None  # predict_work(after), likewise
     saved: list[Future] = field(default_factory=list)
+    model_seconds: dict[str, float] = field(default_factory=dict)  # the model's own time, off the path
 
 
 def _staging_dir(final: Path) -> Path:
@@ -438,6 +440,8 @@ def _run_in(s: Scenario, opt: RunOptions, art: Path, final: Path, t0: float) -> 
             for f in ev.saved:
                 f.result()
             timings["checks"] = time.monotonic() - t
+            timings.update({f"check {layer}": t for layer, t in verdict.seconds.items()})
+            timings.update(ev.model_seconds)
     except (HarnessError, qemu.QemuError, gdbmi.MiError, elf.ElfError, OSError) as e:
         # The environment, not the tables: the scenario is an ERROR, the matrix goes on.
         error = str(e) if not isinstance(e, OSError) else f"{type(e).__name__}: {e}"
@@ -525,11 +529,13 @@ def _collect(where: str, s: Scenario, opt: RunOptions, image: elf.KernelImage,
             {"cpus": ev.work.cpus, "physical": ev.work.physical}, indent=1) + "\n")
     elif where == "before":
         ev.before, _ = take_snapshot(gdb, image, where, s, prov)
-        ev.prediction = background.submit(predict, s, opt, image, ev.before)
+        ev.prediction = background.submit(_clocked, ev, "model before->after", predict, s, opt,
+                                          image, ev.before)
         ev.saved.append(background.submit(ev.before.save, art / "before.json"))
     else:
         ev.after, ev.after_walk = take_snapshot(gdb, image, where, s, prov)
-        ev.work_prediction = background.submit(predict_work, s, opt, image, ev.before, ev.after)
+        ev.work_prediction = background.submit(_clocked, ev, "model work", predict_work, s, opt,
+                                               image, ev.before, ev.after)
         ev.saved.append(background.submit(ev.after.save, art / "after.json"))
         ev.text = text_regions(gdb, image)
         if opt.oracle:
@@ -538,6 +544,15 @@ def _collect(where: str, s: Scenario, opt: RunOptions, image: elf.KernelImage,
             # built meanwhile, while QEMU formats and this thread waits.
             ev.tlb_expected = background.submit(oracle.expected_tlb_bytes, ev.after_walk)
             ev.tlb, ev.mem = vm.hmp_bytes("info tlb", 60 * tf), vm.hmp("info mem", 60 * tf)
+
+
+def _clocked(ev: Evidence, name: str, fn, *args):
+    """fn(*args) in the background, its time kept in ev.model_seconds."""
+    t = time.monotonic()
+    try:
+        return fn(*args)
+    finally:
+        ev.model_seconds[name] = time.monotonic() - t
 
 
 def _write_script(path: Path, what: str, command: str) -> None:
@@ -569,15 +584,17 @@ def evaluate(s: Scenario, opt: RunOptions, image: elf.KernelImage, ev: Evidence)
     if before is not None:
         pred, model_error = ev.prediction.result() if ev.prediction else predict(s, opt, image, before)
 
-    v.findings += checks.check_guest(s, ev.exit_status, ev.serial,
-                                     predicted_bug=pred.bug if pred is not None else "")
+    with _timed(v, "guest"):
+        v.findings += checks.check_guest(s, ev.exit_status, ev.serial,
+                                         predicted_bug=pred.bug if pred is not None else "")
     v.ran.append("guest")
     final_state = ev.exit_state if ev.exit_state is not None else (after.guest if after else None)
     if s.pv == "xen" and final_state is not None:
         # Past work_done the record also holds what the work phase did.
         wpred = ev.work_prediction.result()[0] if ev.work and ev.work_prediction else None
-        v.findings += hypervisor_layer(s, before, after, final_state, pred,
-                                       wpred.hypervisor_flags if wpred else [])
+        with _timed(v, "hypervisor"):
+            v.findings += hypervisor_layer(s, before, after, final_state, pred,
+                                           wpred.hypervisor_flags if wpred else [])
         v.ran.append("hypervisor")
     if before is None:
         if s.expect in (PASS, AUDIT):
@@ -591,19 +608,33 @@ def evaluate(s: Scenario, opt: RunOptions, image: elf.KernelImage, ev: Evidence)
         for c in ("invariants", "oracle", "content"):
             v.skipped[c] = "no snapshot after paging_init (the guest stopped before it)"
         return v
-    v.findings += check_invariants(s, image, before, after)
+    with _timed(v, "invariants"):
+        v.findings += check_invariants(s, image, before, after)
     v.ran.append("invariants")
     if ev.tlb is not None and ev.after_walk is not None:
-        v.findings += checks.check_oracle(oracle.compare(
-            ev.after_walk, ev.tlb, ev.mem,
-            expected=ev.tlb_expected.result() if ev.tlb_expected else None))
+        expected = ev.tlb_expected.result() if ev.tlb_expected else None
+        with _timed(v, "oracle"):
+            v.findings += checks.check_oracle(oracle.compare(ev.after_walk, ev.tlb, ev.mem,
+                                                             expected=expected))
         v.ran.append("oracle")
     else:
         v.skipped["oracle"] = "disabled (--no-oracle)"
-    v.findings += checks.check_content(ev.text, disassemble)
+    with _timed(v, "content"):
+        v.findings += checks.check_content(ev.text, disassemble)
     v.ran.append("content")
-    at_work_layers(s, opt, image, ev, pred, v)
+    with _timed(v, "work, smp, probes"):
+        at_work_layers(s, opt, image, ev, pred, v)
     return v
+
+
+@contextlib.contextmanager
+def _timed(v: checks.Verdict, layer: str) -> Iterator[None]:
+    """How long a layer took to judge (result.json's timings, the scaling table)."""
+    t = time.monotonic()
+    try:
+        yield
+    finally:
+        v.seconds[layer] = v.seconds.get(layer, 0.0) + time.monotonic() - t
 
 
 def _boot_and_model(s: Scenario, opt: RunOptions, image: elf.KernelImage, ev: Evidence,
@@ -612,8 +643,9 @@ def _boot_and_model(s: Scenario, opt: RunOptions, image: elf.KernelImage, ev: Ev
     """The boot layer (the before snapshot against the spec's start state) and the
     model layer (the after snapshot against the model run from the before one)."""
     before, after = ev.before, ev.after
-    spec = boot.spec_start(s, image.symbols, firmware_ram(s, before))
-    boot_findings = boot.check_boot(s, spec, before, ev.serial)
+    with _timed(v, "boot"):
+        spec = boot.spec_start(s, image.symbols, firmware_ram(s, before))
+        boot_findings = boot.check_boot(s, spec, before, ev.serial)
     v.findings += boot_findings
     v.ran += ["boot", "model"]
     if model_error:
@@ -631,9 +663,10 @@ def _boot_and_model(s: Scenario, opt: RunOptions, image: elf.KernelImage, ev: Ev
                                          "the guest stopped before paging_init_done",
                                          detail=_last_line(ev.serial)))
     else:
-        v.findings += check_against_model(before, after, pred)
-        if boot_findings:
-            v.findings += model_from_spec_start(s, opt, image, spec.before, before, after)
+        with _timed(v, "model"):
+            v.findings += check_against_model(before, after, pred)
+            if boot_findings:
+                v.findings += model_from_spec_start(s, opt, image, spec.before, before, after)
 
 
 WORK_LAYERS = ("work", "smp", "probes")
