@@ -82,6 +82,17 @@ trampoline_end:
 	jae smp_ap_halt
 .endm
 
+/* CPUID leaf 0x80000001 into %eax..%edx, or on to \missing when the CPU has
+ * no extended leaves that far. */
+.macro cpuid_ext1 missing
+	movl $0x80000000, %eax
+	cpuid
+	cmpl $0x80000000, %eax
+	jbe \missing
+	movl $0x80000001, %eax
+	cpuid
+.endm
+
 /*
  * Entered from the trampoline: protected mode, flat segments, paging off,
  * every memory reference physical (PA(...)).
@@ -110,12 +121,7 @@ startup_32_smp:
 	 * kernel's leaves would be reserved bits. */
 	testl $X86_CR4_PAE, %edx
 	jz 1f
-	movl $0x80000000, %eax
-	cpuid
-	cmpl $0x80000000, %eax
-	jbe 1f
-	movl $0x80000001, %eax
-	cpuid
+	cpuid_ext1 1f
 	btl $CPUID_NX_BIT, %edx
 	jnc 1f
 	movl $MSR_EFER, %ecx
@@ -174,12 +180,7 @@ smp_ap_record_regs:
 	movl %eax, SMP_REC_CR4(%edi)
 	xorl %esi, %esi
 	xorl %ebx, %ebx
-	movl $0x80000000, %eax
-	cpuid
-	cmpl $0x80000000, %eax
-	jbe 1f
-	movl $0x80000001, %eax
-	cpuid
+	cpuid_ext1 1f
 	testl $((1 << CPUID_NX_BIT) | (1 << CPUID_LM_BIT)), %edx
 	jz 1f
 	movl $MSR_EFER, %ecx
