@@ -479,10 +479,13 @@ class _Walker:
         self.pte_rsvd = self.geo.reserved_mask("pte", large=False, phys_bits=phys_bits,
                                                nxe=self.nxe)
 
-    def table(self, level: str, phys: int, vals: list[int]) -> None:
+    def table(self, level: str, phys: int, vals: list[int] | None,
+              entries: Mapping[int, int] | None = None) -> None:
+        """Record a table page once, from its entries' values or as `entries`."""
         if (level, phys) not in self._seen:
             self._seen.add((level, phys))
-            self.tables.append(TablePage(level, phys, _nonzero(vals)))
+            self.tables.append(TablePage(level, phys, _nonzero(vals) if entries is None
+                                         else entries))
 
     def read(self, addrs: Iterable[int]) -> dict[int, bytes]:
         return self.mem.read_pages(sorted(set(addrs)))
@@ -550,9 +553,7 @@ class _Walker:
         e0 = _uniform(page, self.esize, self.pte_rsvd)
         if e0 is not None:  # one contiguous range with one set of flags
             n, step = len(page) // self.esize, x86.SIZE_4K
-            if ("pte", table) not in self._seen:
-                self._seen.add(("pte", table))
-                self.tables.append(TablePage("pte", table, Series(0, n, e0, step)))
+            self.table("pte", table, None, Series(0, n, e0, step))
             self.leaf_run(base_va, e0, n, step, e0 & self.geo.addr_mask, table, w, u, x)
             return
         vals = _entries(page, self.esize)
