@@ -3,12 +3,14 @@
 `ptharness debug` and pytest's --gdb-on-fail are run under pexpect (a real
 pty), the `pt` commands are typed at gdb's prompt and their output checked,
 and afterwards no QEMU or gdb of the session may be left."""
+import contextlib
 import os
 import subprocess
 import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Iterator
 
 import pexpect
 import pytest
@@ -22,18 +24,27 @@ BIN = Path(sys.executable).parent
 PROMPT = r"\(gdb\) "
 
 
-def spawn(args: list[str], cwd: Path, timeout: float = 120) -> pexpect.spawn:
+@contextlib.contextmanager
+def session(args: list, cwd: Path, timeout: float = 120) -> Iterator[pexpect.spawn]:
+    """The command on a pty of 50x200; closed (killed if need be) at the end."""
     child = pexpect.spawn(str(args[0]), [str(a) for a in args[1:]], cwd=str(cwd),
                           encoding="utf-8", timeout=timeout, dimensions=(50, 200),
                           env={**os.environ, "TERM": "dumb"})
-    return child
+    try:
+        yield child
+    finally:
+        child.close(force=True)
+
+
+def quit_gdb(child: pexpect.spawn) -> None:
+    child.sendline("quit")
+    child.expect(pexpect.EOF)
 
 
 def test_debug_session_walks_and_leaves_nothing(tmp_path):
     art = tmp_path / "art"
-    child = spawn([BIN / "ptharness", "debug", "pae-nopse-pge-nx-128M", "--artifacts", art],
-                  ROOT)
-    try:
+    with session([BIN / "ptharness", "debug", "pae-nopse-pge-nx-128M", "--artifacts", art],
+                 ROOT) as child:
         child.expect(r"Remote debugging using (\S+)")
         socket = child.match.group(1)  # the run's own gdbstub socket: names its QEMU and gdb
         child.expect("stopped at paging_init_done")
@@ -58,10 +69,7 @@ def test_debug_session_walks_and_leaves_nothing(tmp_path):
         child.expect(r"model +ok")
         child.expect(r"invariants +ok")
         child.expect(PROMPT)
-        child.sendline("quit")
-        child.expect(pexpect.EOF)
-    finally:
-        child.close(force=True)
+        quit_gdb(child)
     assert child.exitstatus == 0
     assert procs.mentioning(str(art)) == [] and procs.mentioning(socket) == []
 
@@ -76,10 +84,9 @@ def test_gdb_on_fail_opens_the_failing_scenario(tmp_path):
             assert r.ok, r.report
     """))
     art = tmp_path / "art"
-    child = spawn([BIN / "pytest", "-n", "0", "-p", "no:cacheprovider", "--gdb-on-fail",
-                   "--artifacts-dir", art, "--rootdir", tmp_path, tmp_path / "test_forced.py"],
-                  tmp_path, timeout=180)
-    try:
+    with session([BIN / "pytest", "-n", "0", "-p", "no:cacheprovider", "--gdb-on-fail",
+                  "--artifacts-dir", art, "--rootdir", tmp_path, tmp_path / "test_forced.py"],
+                 tmp_path, timeout=180) as child:
         child.expect("--gdb-on-fail: opening pae-nopse-pge-nx-128M")
         child.expect(r"Remote debugging using (\S+)")
         socket = child.match.group(1)
@@ -94,8 +101,6 @@ def test_gdb_on_fail_opens_the_failing_scenario(tmp_path):
         child.sendline("quit")
         child.expect(r"1 failed")
         child.expect(pexpect.EOF)
-    finally:
-        child.close(force=True)
     assert procs.mentioning(str(art)) == [] and procs.mentioning(socket) == []
 
 
@@ -113,9 +118,8 @@ def test_debug_at_work_shows_every_vcpu_and_walks_another_root(tmp_path):
     their records; `pt walk --cr3` walks swapper_pg_dir while CR3 is the second
     pagetable, and the two differ only where the work phase says."""
     art = tmp_path / "art"
-    child = spawn([BIN / "ptharness", "debug", "nopae-pse-pge-128M-smp2", "--at", "work",
-                   "--artifacts", art], ROOT)
-    try:
+    with session([BIN / "ptharness", "debug", "nopae-pse-pge-128M-smp2", "--at", "work",
+                  "--artifacts", art], ROOT) as child:
         child.expect("stopped at work_done")
         child.expect(PROMPT)
         child.sendline("pt cpus")
@@ -134,10 +138,7 @@ def test_debug_at_work_shows_every_vcpu_and_walks_another_root(tmp_path):
         child.expect(r"walk of 0x00100000:")
         child.expect(r"not present")  # zapped
         child.expect(PROMPT)
-        child.sendline("quit")
-        child.expect(pexpect.EOF)
-    finally:
-        child.close(force=True)
+        quit_gdb(child)
     assert child.exitstatus == 0
     assert procs.mentioning(str(art)) == []
 
@@ -151,8 +152,7 @@ def test_sigterm_of_debug_restores_the_terminal_and_leaves_nothing(tmp_path):
     modes = tmp_path / "stty.txt"
     script = (f"{BIN / 'ptharness'} debug nopae-pse-pge-16M --artifacts {art}; "
               f"echo status=$? > {tmp_path / 'status'}; stty -a > {modes}")
-    child = spawn(["/bin/sh", "-c", script], ROOT)
-    try:
+    with session(["/bin/sh", "-c", script], ROOT) as child:
         child.expect("stopped at paging_init_done")
         child.expect(PROMPT)
         time.sleep(0.5)  # interact() has the terminal raw by now
@@ -161,8 +161,6 @@ def test_sigterm_of_debug_restores_the_terminal_and_leaves_nothing(tmp_path):
                   and not procs.cmdline(p).startswith("/bin/sh")]
         os.kill(pid, signal.SIGTERM)
         child.expect(pexpect.EOF, timeout=60)
-    finally:
-        child.close(force=True)
     assert (tmp_path / "status").read_text().strip() == "status=143"
     stty = modes.read_text()
     assert " icanon" in stty and " echo " in stty and "-isig" not in stty, stty
@@ -173,26 +171,21 @@ def test_sigterm_of_debug_restores_the_terminal_and_leaves_nothing(tmp_path):
 def test_debug_opens_a_scenario_given_by_its_spec(tmp_path):
     """What explore prints (`ptharness debug SPEC`) opens, and `pt where` gives it back."""
     spec = "nopae-nopse-pge-nonx-20M-mem=18M"
-    child = spawn([BIN / "ptharness", "debug", spec, "--artifacts", tmp_path / "art"], ROOT)
-    try:
+    with session([BIN / "ptharness", "debug", spec, "--artifacts", tmp_path / "art"], ROOT) as child:
         child.expect("stopped at paging_init_done")
         child.expect(PROMPT)
         child.sendline("pt where")
         child.expect(rf"reproduce: \.venv/bin/ptharness check --scenario-spec {spec}")
         child.expect(PROMPT)
-        child.sendline("quit")
-        child.expect(pexpect.EOF)
-    finally:
-        child.close(force=True)
+        quit_gdb(child)
     assert child.exitstatus == 0
 
 
 def test_debug_passes_terminal_resizes_on_to_gdb(tmp_path):
     """gdb learns the terminal's size at start and after a resize (SIGWINCH), so
     its output wraps where the user's terminal does."""
-    child = spawn([BIN / "ptharness", "debug", "nopae-pse-pge-128M", "--artifacts",
-                   tmp_path / "art"], ROOT)
-    try:
+    with session([BIN / "ptharness", "debug", "nopae-pse-pge-128M", "--artifacts",
+                  tmp_path / "art"], ROOT) as child:
         child.expect(PROMPT)
         child.sendline("show width")
         child.expect(r"characters gdb thinks are in a line is (\d+)")
@@ -213,8 +206,5 @@ def test_debug_passes_terminal_resizes_on_to_gdb(tmp_path):
                 break
             time.sleep(0.2)
         assert widths[-1] == 117 - spare, widths
-        child.sendline("quit")
-        child.expect(pexpect.EOF)
-    finally:
-        child.close(force=True)
+        quit_gdb(child)
     assert child.exitstatus == 0
