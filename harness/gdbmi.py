@@ -229,7 +229,8 @@ class MiSession:
         self._pmemsave_ok: bool | None = None
         # watch(): why the target cannot answer (its QEMU died or is stopped), or
         # None; looked at every half second while an answer is awaited.
-        self.watch: Callable[[], str | None] | None = None
+        # watch(lost=True): a connection just broke; it may wait a moment to say why.
+        self.watch: Callable[..., str | None] | None = None
         if self._transcript:
             self._transcript.write("# ptharness gdb/MI transcript: `>` sent, `<` received, "
                                    "seconds since start\n")
@@ -296,14 +297,8 @@ class MiSession:
             buf += data
 
     def _why_gone(self) -> str:
-        """gdb saw the stub's socket close: the watch names why (a dying QEMU
-        closes its sockets a moment before it can be reaped)."""
-        for _ in range(10):
-            why = self.watch() if self.watch else None
-            if why or not self.watch:
-                return why or "the gdbstub went away"
-            time.sleep(0.05)
-        return "the gdbstub went away"
+        """gdb saw the stub's socket close: the watch names why."""
+        return (self.watch(lost=True) if self.watch else None) or "the gdbstub went away"
 
     def _next_record(self, deadline: float, waiting_for: str) -> dict | None:
         """The next parsed record; None for a prompt line."""

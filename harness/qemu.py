@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import atexit
 import ctypes
+import contextlib
 import json
 import logging
 import os
@@ -424,12 +425,17 @@ class QemuProcess:
     def alive(self) -> bool:
         return self._proc is not None and self._proc.poll() is None
 
-    def trouble(self) -> str | None:
+    def trouble(self, lost: bool = False) -> str | None:
         """Why QEMU cannot answer, or None: it exited (with which status or
         signal), or it has been stopped (state T in /proc, e.g. SIGSTOP) for
-        longer than `stopped_grace` seconds."""
+        longer than `stopped_grace` seconds. lost: a connection to it just
+        broke, so wait up to 0.5 s for it to be reaped (a dying QEMU closes its
+        sockets a moment before it can be)."""
         if self._proc is None:
             return "QEMU was not started"
+        if lost:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self._proc.wait(0.5)
         rc = self._proc.poll()
         if rc is not None:
             how = (f"was killed by {signal.Signals(-rc).name}" if rc < 0
@@ -445,9 +451,9 @@ class QemuProcess:
             self._stopped_since = None
         return None
 
-    def check_alive(self, doing: str) -> None:
-        """Raise QemuGone naming QEMU's state if it cannot answer."""
-        why = self.trouble()
+    def check_alive(self, doing: str, lost: bool = False) -> None:
+        """Raise QemuGone naming QEMU's state if it cannot answer (lost: as trouble's)."""
+        why = self.trouble(lost)
         if why:
             raise QemuGone(f"{why} during {doing}")
 
@@ -518,7 +524,7 @@ class QemuProcess:
                             "arguments": {"command-line": command}})
             line = self._qmp_reply(time.monotonic() + timeout, f"`{command}` over QMP", raw=True)
         except OSError as e:
-            self.check_alive(f"`{command}` over QMP")
+            self.check_alive(f"`{command}` over QMP", lost=True)
             raise QemuGone(f"QMP `{command}`: {e.strerror or e}") from None
         head, tail = b'{"return": "', b'"}'
         body = line.rstrip(b"\r")
@@ -555,7 +561,7 @@ class QemuProcess:
                                        f"(QEMU pid {self.pid} is running)") from None
                     continue
                 if not chunk:
-                    self.check_alive(doing)
+                    self.check_alive(doing, lost=True)
                     raise QemuGone(f"QEMU closed its QMP connection during {doing}")
                 chunks.append(chunk)
             line, _, self._qmp_buf = b"".join(chunks).partition(b"\n")

@@ -506,8 +506,7 @@ def _boot(s: Scenario, opt: RunOptions, machine: qemu.Machine, image: elf.Kernel
         timings["exit"] = time.monotonic() - t
         if vm.killed_by:
             # Someone else's signal, not the guest's exit: nothing to judge.
-            raise qemu.QemuGone(f"QEMU (pid {vm.pid}) was killed by {vm.killed_by} "
-                                "during the guest's run (gdb's continue)")
+            raise qemu.QemuGone(f"{vm.trouble()} during the guest's run (gdb's continue)")
     ev.serial = _read(art / "serial.log")
 
 
